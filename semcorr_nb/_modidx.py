@@ -61,5 +61,4 @@ d = { 'settings': { 'branch': 'main',
                                 'semcorr_nb.pck.pck_per_pair': ('pck.html#pck_per_pair', 'semcorr_nb/pck.py'),
                                 'semcorr_nb.pck.pck_threshold': ('pck.html#pck_threshold', 'semcorr_nb/pck.py'),
                                 'semcorr_nb.pck.reverse_pair': ('pck.html#reverse_pair', 'semcorr_nb/pck.py'),
-                                'semcorr_nb.pck.show_pck': ('pck.html#show_pck', 'semcorr_nb/pck.py'),
-                                'semcorr_nb.pck.to_square_frame': ('pck.html#to_square_frame', 'semcorr_nb/pck.py')}}}
+                                'semcorr_nb.pck.show_pck': ('pck.html#show_pck', 'semcorr_nb/pck.py')}}}
