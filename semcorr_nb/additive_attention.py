@@ -166,7 +166,7 @@ def make_attention(kind:str, # 'additive', 'linear' or 'full'
     if kind not in ATTENTION_KINDS: raise ValueError(f'unknown attention {kind!r}; choose from {list(ATTENTION_KINDS)}')
     return ATTENTION_KINDS[kind](dim, heads, head_dim, **kwargs)
 
-# %% ../nbs/07_additive_attention.ipynb #b73d7f5c
+# %% ../nbs/07_additive_attention.ipynb #827dd3cb
 class AdditiveBlock(nn.Module):
     "Pre-LN transformer block: `x + attn(LN(x))`, then `x + MLP(LN(x))`; the attention kind is chosen by name."
     def __init__(self,

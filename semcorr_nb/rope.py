@@ -130,7 +130,7 @@ def rope1d_official(x:Tensor, # (B, H, N, d)
     "Rotate queries/keys as the official TransforMatcher code does (1D, flattened index, every head alike)."
     return Rotary(rope1d_official_angles(x.shape[-2], x.shape[-1], max_freq, x.device))(x)
 
-# %% ../nbs/08_rope.ipynb #ce22edd6
+# %% ../nbs/08_rope.ipynb #8098dcbd
 def sinusoidal_4d(pos:Tensor, # (N, A) positions
                   dim:int, # token dim D
                   base:float=100.)->Tensor: # (N, D) float32
