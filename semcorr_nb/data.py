@@ -135,7 +135,7 @@ def to_model_input(img:np.ndarray, # (H, W, 3) uint8
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1); std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return ((x - mean) / std)[0]
 
-# %% ../nbs/04_data.ipynb #ad397fd4
+# %% ../nbs/04_data.ipynb #dc64a5b1
 class PairDataset(Dataset):
     "Base reader: one record per annotated image pair (see the table above)."
     key, folder, categories, splits = '', '', (), ()
@@ -164,6 +164,9 @@ class PairDataset(Dataset):
     def _check(self) -> list: raise NotImplementedError
     def _index(self) -> list: raise NotImplementedError
     def annotation(self, i:int) -> dict: raise NotImplementedError
+    def files(self, i:int) -> list[Path]:
+        "The files pair `i` needs (cheap: no annotation parsing where the index names them)."
+        raise NotImplementedError
 
     # --- shared behaviour
     def __len__(self): return len(self.pairs)
@@ -228,7 +231,7 @@ def _flip_x(kps:np.ndarray, w:int) -> np.ndarray:
 def _flip_box(box:np.ndarray, w:int) -> np.ndarray:
     return np.array([w - box[2], box[1], w - box[0], box[3]], dtype=np.float64)
 
-# %% ../nbs/04_data.ipynb #f886ae32
+# %% ../nbs/04_data.ipynb #15586e5c
 class SPairDataset(PairDataset):
     "SPair-71k reader (`Layout/large` splits trn/val/test; JSONs parsed lazily, one per item)."
     key, folder, categories, splits = 'spair', 'SPair-71k', SPAIR_CATEGORIES, ('trn', 'val', 'test')
@@ -262,11 +265,17 @@ class SPairDataset(PairDataset):
                     src_imsize=a.get('src_imsize'), trg_imsize=a.get('trg_imsize'),
                     **{k: int(a[k]) for k in ('viewpoint_variation', 'scale_variation', 'truncation', 'occlusion')})
 
+    def files(self, i:int) -> list[Path]:
+        name = self.pairs[i]; ids, cat = name.rsplit(':', 1)
+        _, src, trg = ids.split('-', 2)
+        return [self.root/'PairAnnotation'/self.split/f'{name}.json',
+                self.root/'JPEGImages'/cat/f'{src}.jpg', self.root/'JPEGImages'/cat/f'{trg}.jpg']
+
     def category_ids(self) -> list[int]:
         "Category index of every pair, from the layout names alone (no JSON parsing)."
         return [SPAIR_CATEGORIES.index(n.rsplit(':', 1)[-1]) for n in self.pairs]
 
-# %% ../nbs/04_data.ipynb #9f5f4a7f
+# %% ../nbs/04_data.ipynb #d7262799
 def _loadmat(path:Path) -> dict:
     import scipy.io
     try: return scipy.io.loadmat(str(path))
@@ -292,6 +301,12 @@ class PFPascalDataset(PairDataset):
             if not 1 <= int(r['class']) <= 20: raise ValueError(f'bad class {r["class"]!r} in {self._csv()}')
         return rows
 
+    def files(self, i:int) -> list[Path]:
+        row = self.pairs[i]; cat = PFPASCAL_CATEGORIES[int(row['class']) - 1]
+        names = [Path(row[k].strip()).name for k in ('source_image', 'target_image')]
+        return ([self.root/'JPEGImages'/n for n in names]
+                + [self.root/'Annotations'/cat/f'{Path(n).stem}.mat' for n in names])
+
     def annotation(self, i:int) -> dict:
         "Pair `i`: paths, keypoint slots (NaN rows kept here), `.mat` boxes, flip flag."
         row = self.pairs[i]
@@ -312,7 +327,7 @@ class PFPascalDataset(PairDataset):
                     src_bbox=np.asarray(a['bbox'], np.float64).reshape(-1)[:4],
                     trg_bbox=np.asarray(b['bbox'], np.float64).reshape(-1)[:4])
 
-# %% ../nbs/04_data.ipynb #afe6197f
+# %% ../nbs/04_data.ipynb #d4a168a2
 class PFWillowDataset(PairDataset):
     "PF-WILLOW reader (test only, 900 pairs; boxes are the keypoint extent)."
     key, folder, categories, splits = 'pfwillow', 'PF-WILLOW', PFWILLOW_CATEGORIES, ('test',)
@@ -326,6 +341,9 @@ class PFWillowDataset(PairDataset):
         for r in rows:
             if len(r) < 42: raise ValueError(f'{self.root/"test_pairs.csv"}: row with {len(r)} columns, expected 42')
         return rows
+
+    def files(self, i:int) -> list[Path]:
+        return [self.root/Path(*Path(p.strip()).parts[1:]) for p in self.pairs[i][:2]]
 
     def annotation(self, i:int) -> dict:
         "Pair `i`: paths, the 10 keypoints of each image, keypoint-extent boxes."
