@@ -68,7 +68,7 @@ def _missing_error(name:str, key:str, root:Path, missing:Sequence[Path|str]) -> 
         f'Download it with:\n  {download_command(key, root.parent)}\n'
         f'and check it with:\n  python -m semcorr_nb.download verify {key} --datapath {root.parent}')
 
-# %% ../nbs/04_data.ipynb #b5f87390
+# %% ../nbs/04_data.ipynb #4300a944
 def read_image(path:Path|str, # image file
                hint:str='') -> np.ndarray: # (H, W, 3) uint8 RGB
     "Decode `path` fully into RGB uint8 (grayscale, 16-bit, palette, RGBA and CMYK are converted)."
@@ -89,7 +89,7 @@ def read_image(path:Path|str, # image file
                 bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im)
             rgb = im.convert('RGB')
-            return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+            return np.array(rgb, dtype=np.uint8)  # a writable copy
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f'cannot decode image {path}: {e}. The file is corrupt or truncated'
                              + (f'; {hint}' if hint else '')) from e

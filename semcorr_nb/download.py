@@ -181,7 +181,7 @@ def safe_extract(archive:Path, # a checked .tar(.gz) or .zip
         t.extractall(dest, members=members, **kw)
     return dest
 
-# %% ../nbs/04b_download.ipynb #8cbc702d
+# %% ../nbs/04b_download.ipynb #a1f43f0b
 def _move_over(src:Path, dst:Path):
     "Move the tree `src` into `dst`, replacing files that exist there."
     if not dst.exists(): dst.parent.mkdir(parents=True, exist_ok=True); shutil.move(str(src), str(dst)); return
@@ -210,7 +210,10 @@ def download(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
     if not force and folder.exists() and all(r['ok'] for r in verify(key, datapath, quiet=True)):
         print(f'{folder} already holds the complete {DATASET_FOLDERS[key]}; nothing to do.'); return folder
     datapath.mkdir(parents=True, exist_ok=True)
-    remotes = [Remote(**{**r.__dict__, **(overrides or {}).get(r.filename, {})}) for r in SOURCES[key]]
+    remotes = []
+    for r in SOURCES[key]:  # a mirror may repack: the official size/checksum belong to the official URL
+        known = {} if mirror else {'size': r.size, 'sha256': r.sha256}
+        remotes.append(Remote(**{**r.__dict__, 'size': None, 'sha256': None, **known, **(overrides or {}).get(r.filename, {})}))
     got = []
     for r in remotes:   # fetch and check everything before extracting anything
         path = datapath/r.filename
@@ -238,7 +241,7 @@ def download(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
     print(f'{DATASET_FOLDERS[key]} is in {folder}. Check it with: python -m semcorr_nb.download verify {key} --datapath {datapath}')
     return folder
 
-# %% ../nbs/04b_download.ipynb #9c782e39
+# %% ../nbs/04b_download.ipynb #edeba165
 def verify(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
            datapath:Path|str|None=None,
            splits:Sequence[str]|None=None, # default: all official splits
@@ -258,7 +261,10 @@ def verify(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
                     seen.add(p)
                     if not p.exists():
                         row['missing_files'] += 1; row['example_missing'] = row['example_missing'] or str(p)
-        except (DatasetNotFoundError, ValueError, OSError) as e:
+        except DatasetNotFoundError as e:
+            gone = [l.strip()[2:] for l in str(e).splitlines() if l.strip().startswith('- ')]
+            row['error'] = 'not found: ' + ', '.join(gone) if gone else str(e).splitlines()[0]
+        except (ValueError, OSError) as e:
             row['error'] = str(e).splitlines()[0]
         row['ok'] = not row['error'] and row['pairs'] == row['expected'] and row['missing_files'] == 0
         rows.append(row)
