@@ -372,7 +372,7 @@ def load_dataset(name:str, # 'spair' | 'pfpascal' | 'pfwillow'
     if key not in DATASETS: raise ValueError(f'unknown benchmark {name!r}; choose from {sorted(DATASETS)}')
     return DATASETS[key](datapath, split, **kwargs)
 
-# %% ../nbs/04_data.ipynb #9b755d61
+# %% ../nbs/04_data.ipynb #f145ac43
 def collate(records:Sequence[dict]) -> dict:
     "Batch a list of records: equal-shape tensors stacked, numbers to tensors, the rest as lists."
     out = {}
@@ -409,7 +409,9 @@ def make_loader(dataset:Dataset, # any map-style dataset of records
                 drop_last:bool=False,
                 pin_memory:bool=False) -> DataLoader:
     "A DataLoader with `collate` whose batches depend only on `seed` and the epoch."
-    if hasattr(dataset, 'seed'): dataset.seed = seed
+    inner = dataset
+    while isinstance(inner, torch.utils.data.Subset): inner = inner.dataset
+    if hasattr(inner, 'seed'): inner.seed = seed
     if distributed: sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     else: sampler = SeededSampler(len(dataset), shuffle, seed)
     g = torch.Generator(); g.manual_seed(seed)
@@ -420,4 +422,6 @@ def make_loader(dataset:Dataset, # any map-style dataset of records
 def set_loader_epoch(loader:DataLoader, epoch:int):
     "Tell the sampler and the dataset which epoch starts (new order, new augmentation draw)."
     if hasattr(loader.sampler, 'set_epoch'): loader.sampler.set_epoch(epoch)
-    if hasattr(loader.dataset, 'set_epoch'): loader.dataset.set_epoch(epoch)
+    inner = loader.dataset
+    while isinstance(inner, torch.utils.data.Subset): inner = inner.dataset
+    if hasattr(inner, 'set_epoch'): inner.set_epoch(epoch)
