@@ -104,14 +104,14 @@ def param_groups(model:nn.Module, # a model holding one or more `Backbone`s
               dict(name='head', params=[p for p in trainable if id(p) not in in_backbone], lr=head_lr, **extra)]
     return [g for g in groups if g['params']]
 
-# %% ../nbs/06_backbones.ipynb #66717fde
+# %% ../nbs/06_backbones.ipynb #61f773fb
 class ResNetTaps(Backbone):
     "A timm ResNet that returns the feature maps of the chosen layer ids (0 = stem, k = k-th bottleneck)."
     def __init__(self,
                  layer_ids, # layer ids to return, e.g. `TFM_LAYERS` or `CATS_SPAIR_LAYERS`
                  arch:str='resnet101.tv_in1k', # timm model name (`.tag` picks the pretrained weights)
                  pretrained:bool=False, # load timm's weights for `arch` (through the hub / its cache)
-                 checkpoint=None, # path of a local timm/torchvision state dict (`fc.` keys ignored)
+                 checkpoint=None, # path of a local timm/torchvision state dict, or the dict (`fc.` keys ignored)
                  freeze:bool=False, # no gradients and eval mode for the whole backbone
                  tiny:bool=False, # same block layout, 8x fewer channels, random weights
                  tap:str='post_relu', # 'post_relu' (TransforMatcher) or 'pre_relu' (CATs: after the residual add)
@@ -122,9 +122,11 @@ class ResNetTaps(Backbone):
         if tiny and pretrained: raise ValueError('tiny backbones have no pretrained weights (use checkpoint= for your own)')
         net = timm.create_model(arch, pretrained=pretrained and not tiny, num_classes=0, **kw)
         if checkpoint is not None:
-            sd = unwrap_state_dict(read_checkpoint(checkpoint))
+            ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+            sd = unwrap_state_dict(ck)
             sd = {k.removeprefix('module.'): v for k, v in sd.items()}
-            load_weights(net, sd, source=f'checkpoint {checkpoint}', ignore=('fc.',))
+            src = f'checkpoint {checkpoint}' if isinstance(checkpoint, (str, Path)) else 'state dict'
+            load_weights(net, sd, source=src, ignore=('fc.',))
         stages = [net.layer1, net.layer2, net.layer3, net.layer4]
         depths = [len(s) for s in stages]
         n_layers = 1 + sum(depths)
@@ -150,6 +152,7 @@ class ResNetTaps(Backbone):
         all_st = [red['layer1']] + [red[f'layer{j + 1}'] for j, d in enumerate(depths) for _ in range(d)]
         self.channels = [all_ch[i] for i in self.layer_ids]
         self.strides = [all_st[i] for i in self.layer_ids]
+        self._wanted = set(self.layer_ids)
         if freeze: self.set_frozen(True)
 
     def forward(self, img:Tensor, # (B, 3, H, W) ImageNet-normalised images
@@ -157,13 +160,13 @@ class ResNetTaps(Backbone):
         "The taps, in `layer_ids` order: a list of `(B, C_i, H_i, W_i)` maps."
         n = self.net
         x = n.maxpool(n.act1(n.bn1(n.conv1(img))))  # (B, 64, H/4, W/4)
-        feats = {0: x}
+        feats = {0: x}  # only the wanted maps are kept
         k, pre = 0, self.tap == 'pre_relu'
         for stage in (n.layer1, n.layer2, n.layer3, n.layer4):
             for block in stage:
                 k += 1
-                x = block(x)
-                feats[k] = x
+                x = block(x)  # (B, C_k, H_k, W_k): post-ReLU, or the residual sum if pre_relu
+                if k in self._wanted: feats[k] = x
                 if pre: x = F.relu(x)
         return [feats[i] for i in self.layer_ids]
 
@@ -273,7 +276,7 @@ class ViTTokens(Backbone):
                 cls[i] = y[:, 0]  # (B, C)
         return dict(tokens=[tokens[i] for i in self.blocks], cls=[cls[i] for i in self.blocks], grid=(h, w))
 
-# %% ../nbs/06_backbones.ipynb #9d233960
+# %% ../nbs/06_backbones.ipynb #7c5a3aa8
 def load_ibot_checkpoint(src, # path of an iBOT / DINO checkpoint, or the loaded dict
                          key:str='teacher', # which network of a training checkpoint to take
                         ) -> dict:
