@@ -104,9 +104,9 @@ def param_groups(model:nn.Module, # a model holding one or more `Backbone`s
               dict(name='head', params=[p for p in trainable if id(p) not in in_backbone], lr=head_lr, **extra)]
     return [g for g in groups if g['params']]
 
-# %% ../nbs/06_backbones.ipynb #61f773fb
+# %% ../nbs/06_backbones.ipynb #0bd72786
 class ResNetTaps(Backbone):
-    "A timm ResNet that returns the feature maps of the chosen layer ids (0 = stem, k = k-th bottleneck)."
+    "A timm bottleneck ResNet returning the feature maps of the chosen layer ids (0 = stem, k = k-th bottleneck)."
     def __init__(self,
                  layer_ids, # layer ids to return, e.g. `TFM_LAYERS` or `CATS_SPAIR_LAYERS`
                  arch:str='resnet101.tv_in1k', # timm model name (`.tag` picks the pretrained weights)
@@ -120,7 +120,7 @@ class ResNetTaps(Backbone):
         if tap not in ('post_relu', 'pre_relu'): raise ValueError(f"tap must be 'post_relu' or 'pre_relu', got {tap!r}")
         kw = dict(channels=(8, 16, 32, 64)) if tiny else {}
         if tiny and pretrained: raise ValueError('tiny backbones have no pretrained weights (use checkpoint= for your own)')
-        net = timm.create_model(arch, pretrained=pretrained and not tiny, num_classes=0, **kw)
+        net = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw)
         if checkpoint is not None:
             ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
             sd = unwrap_state_dict(ck)
