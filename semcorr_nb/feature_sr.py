@@ -14,7 +14,7 @@ from .flow_sr import WindowUnit
 # %% auto #0
 __all__ = ['MatchingBlock', 'FeatureSR', 'ProgressiveFeatureSR']
 
-# %% ../nbs/15_feature_sr.ipynb #8f385a30
+# %% ../nbs/15_feature_sr.ipynb #7fff391d
 class MatchingBlock(nn.Module):
     "LPMFlow's one-block matching decoder: shared gated self-attention, gated source→target cross-attention, correlation."
     def __init__(self, dim:int=768, heads:int=8, mlp_ratio:float=4., drop:float=0.1,
@@ -22,14 +22,15 @@ class MatchingBlock(nn.Module):
                  src_levels:tuple=(0,), # scale levels the source tokens come at (one position table each)
                  trg_levels:tuple=(0,), # scale levels of the target tokens
                  official_src_skip:bool=False, # True: source gets s + LN(s) instead of the MLP after self-attention
+                 src_out:bool=True, # False: nobody reads the source tokens after this block (map-only cross-attention)
                 ):
         super().__init__()
-        self.official_src_skip = official_src_skip
+        self.official_src_skip, self.src_out = official_src_skip, src_out
         self.pe_src = nn.ModuleDict({str(l): SourcePositionalEncoding(dim, grid * 2 ** l) for l in src_levels})
         self.pe_trg = nn.ModuleDict({str(l): SourcePositionalEncoding(dim, grid * 2 ** l) for l in trg_levels})
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.self_attn = SelfAttention(dim, heads)
-        self.cross_attn = CrossAttention(dim, heads)
+        self.cross_attn = CrossAttention(dim, heads, values=src_out)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(drop), nn.Linear(hidden, dim), nn.Dropout(drop))
         self.drop = nn.Dropout(drop)
@@ -47,8 +48,9 @@ class MatchingBlock(nn.Module):
         t = t + arf_gate(self.drop(self.self_attn(self.norm1(t))))
         t = t + self.mlp(self.norm2(t))
         c, attn = self.cross_attn(self.norm1(s), self.norm1(t))                  # (B, N_s, C), (B, N_s, N_t)
-        s = s + arf_gate(self.drop(c))
-        s = s + self.mlp(self.norm2(s))
+        if self.src_out:
+            s = s + arf_gate(self.drop(c))
+            s = s + self.mlp(self.norm2(s))
         return s, t, attn[:, 1:, 1:]
 
 # %% ../nbs/15_feature_sr.ipynb #72a5192c
@@ -70,7 +72,7 @@ class FeatureSR(nn.Module):
         if self.units is not None: up = self.units(up)                                 # (B, C, fh, fw)
         return torch.cat([tokens[:, :1], up.flatten(2).transpose(1, 2)], 1)
 
-# %% ../nbs/15_feature_sr.ipynb #ae6bc379
+# %% ../nbs/15_feature_sr.ipynb #7e2a5899
 class ProgressiveFeatureSR(nn.Module):
     "Dec1 (16↔16) → U → shared Dec2 (16↔32, 32↔16) → fuse → Dec3 (32↔32); returns the correlations."
     def __init__(self, dim:int=768, heads:int=8, mlp_ratio:float=4., drop:float=0.1,
@@ -80,15 +82,17 @@ class ProgressiveFeatureSR(nn.Module):
                  internal_sr:bool=True, # add U(decoded coarse map) to each fused fine map
                  sr_block:bool=True, # False: U is plain bilinear upsampling
                  sr_heads:int=8, sr_window:int=4, sr_depth:int=2,
-                 official_src_skip:bool=False):
+                 official_src_skip:bool=False,
+                 need_src:bool=True, # False: the final source tokens are not used (map-only last decoder)
+                ):
         super().__init__()
         self.pfsr, self.interactive, self.internal = pfsr, interactive_sr, internal_sr
-        blk = lambda ls, lt: MatchingBlock(dim, heads, mlp_ratio, drop, grid, ls, lt, official_src_skip)
-        self.dec1 = blk((0,), (0,))
+        blk = lambda ls, lt, out=True: MatchingBlock(dim, heads, mlp_ratio, drop, grid, ls, lt, official_src_skip, out)
+        self.dec1 = blk((0,), (0,), need_src or pfsr)
         if pfsr:
             self.up = FeatureSR(dim, sr_heads, sr_window, sr_depth, refine=sr_block)
             self.dec2 = blk((0, 1), (0, 1)) if interactive_sr else None
-            self.dec3 = blk((1,), (1,))
+            self.dec3 = blk((1,), (1,), need_src)
 
     def forward(self, src:Tensor, # (B, 1 + h*w, C) source tokens from the tower, CLS first
                 trg:Tensor, # (B, 1 + h*w, C) target tokens
