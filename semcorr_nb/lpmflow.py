@@ -17,10 +17,11 @@ from .layout import JointTower, foreground_score, rptc_select, rptc_corrupt, sel
 from .feature_sr import ProgressiveFeatureSR
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'POSTER_PCK', 'PRESETS', 'LPMFlowConfig', 'lpmflow_config', 'resize_correlation', 'correlation_flows',
-           'FlowIntegration', 'keypoint_flow_target', 'flow_epe_loss', 'build_backbone', 'LPMFlow', 'optimizer']
+__all__ = ['ABLATIONS', 'POSTER_PCK', 'PRESETS', 'PAPER_PARAMS', 'OFFICIAL_PARAMS', 'LPMFlowConfig', 'lpmflow_config',
+           'resize_correlation', 'correlation_flows', 'FlowIntegration', 'keypoint_flow_target', 'flow_epe_loss',
+           'build_backbone', 'LPMFlow', 'optimizer', 'parameter_table', 'format_parameter_table']
 
-# %% ../nbs/16_lpmflow.ipynb #4b3cc9a3
+# %% ../nbs/16_lpmflow.ipynb #f4fc40a6
 @dataclass
 class LPMFlowConfig:
     "Every LPMFlow setting; the defaults are the paper's model at 256×256 (preset `lpmflow`)."
@@ -31,6 +32,7 @@ class LPMFlowConfig:
     freeze_backbone:bool = False          # the paper fine-tunes the backbone (at lr 3e-6)
     tiny_backbone:bool = False            # a 4-block, width-64 random ViT for tests
     img_size:int|None = 256               # images are resized to this inside `forward` (None: keep the input size)
+    pe_size:int = 256                     # image size the learned position tables are stored for (resized for others)
     # joint tower and decoders
     tower_depth:int = 6
     heads:int = 8
@@ -107,7 +109,7 @@ POSTER_PCK = {'full': 65.6, 'w/o LARL': 63.2, 'w/o PFSR': 62.0, 'w/o MMFI': 63.9
 
 PRESETS = {
     'lpmflow': dict(),
-    'tiny': dict(tiny_backbone=True, img_size=128, tower_depth=2, heads=4, sr_heads=4, refine_dim=64,
+    'tiny': dict(tiny_backbone=True, img_size=128, pe_size=128, tower_depth=2, heads=4, sr_heads=4, refine_dim=64,
                  refine_heads=4, refine_hidden=16, drop=0., context_dropout=0.1,
                  lr=1e-3, backbone_lr=1e-3, weight_decay=0.01, batch_size=8, epochs=1, seed=0, augment=False),
 }
@@ -199,7 +201,7 @@ def flow_epe_loss(flow:Tensor, # (B, 2, h, w) predicted normalised flow
     err = flow_to_cells(flow.float() - flow_gt.float()).pow(2).sum(1).add(1e-12).sqrt()      # (B, h, w)
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
-# %% ../nbs/16_lpmflow.ipynb #b71a5c6d
+# %% ../nbs/16_lpmflow.ipynb #e50bd4b4
 def build_backbone(cfg:LPMFlowConfig) -> nn.Module:
     "The ViT that feeds LPMFlow: last block, final LayerNorm, CLS kept."
     from semcorr_nb.backbones import ViTTokens
@@ -215,7 +217,7 @@ class LPMFlow(nn.Module):
         cfg = self.config = config or LPMFlowConfig()
         self.backbone = backbone if backbone is not None else build_backbone(cfg)
         dim = self.backbone.embed_dim
-        grid = self._grid(cfg.img_size or 224)
+        grid = cfg.pe_size // self.backbone.patch_size
         self.tower = JointTower(dim, cfg.tower_depth, cfg.heads, cfg.mlp_ratio, grid, cfg.drop, cfg.region_pe) if cfg.larl else None
         self.pyramid = ProgressiveFeatureSR(dim, cfg.heads, cfg.mlp_ratio, cfg.drop, grid, cfg.pfsr, cfg.interactive_sr,
                                             cfg.internal_sr, cfg.sr_block, cfg.sr_heads, cfg.sr_window, cfg.sr_depth,
@@ -225,8 +227,6 @@ class LPMFlow(nn.Module):
         self.integration = FlowIntegration(dim, len(self.integrate_names), cfg.refine_dim, cfg.refine_heads, cfg.windows,
                                            cfg.refine_hidden, cfg.context_dropout) if cfg.mmfi else None
         self.epoch = 0                                                                  # set by the trainer each epoch
-
-    def _grid(self, size:int) -> int: return size // self.backbone.patch_size
 
     def tokens(self, img:Tensor) -> tuple[Tensor, tuple]:
         "Backbone tokens with CLS first (B, 1 + h*w, C) and the grid."
@@ -297,3 +297,33 @@ def optimizer(model:LPMFlow) -> torch.optim.Optimizer:
     from semcorr_nb.backbones import param_groups
     cfg = model.config
     return torch.optim.AdamW(param_groups(model, cfg.backbone_lr, cfg.lr, weight_decay=cfg.weight_decay))
+
+# %% ../nbs/16_lpmflow.ipynb #177310b2
+PAPER_PARAMS = dict(head=93.9e6, total=178.9e6)    # the poster's table
+OFFICIAL_PARAMS = dict(total=179_136_194, backbone=85_798_656, head=93_337_538,  # official code, random init (spec §13)
+                       head_without_grad=2_969_088)
+
+def parameter_table(model:LPMFlow, # call after a backward pass: `with_grad` counts parameters whose .grad is non-zero
+                   ) -> dict: # {part: dict(registered=, with_grad=)} for backbone, head, total and the head's modules
+    "Registered and gradient-receiving parameter counts, backbone vs head, with a per-module split of the head."
+    n = lambda ps: sum(p.numel() for p in ps)
+    g = lambda ps: sum(p.numel() for p in ps if p.grad is not None and bool(p.grad.ne(0).any()))
+    in_bb = {id(p) for p in model.backbone.parameters()}
+    parts = dict(backbone=list(model.backbone.parameters()),
+                 head=[p for p in model.parameters() if id(p) not in in_bb], total=list(model.parameters()))
+    for name in ('tower', 'integration'):
+        if getattr(model, name) is not None: parts[name] = list(getattr(model, name).parameters())
+    for name, mod in model.pyramid.named_children():
+        if mod is not None: parts[f'pyramid.{name}'] = list(mod.parameters())
+    return {k: dict(registered=n(v), with_grad=g(v)) for k, v in parts.items()}
+
+def format_parameter_table(table:dict) -> str:
+    "A markdown table of `parameter_table` next to the poster's and the official code's numbers (millions)."
+    ref = dict(head=(PAPER_PARAMS['head'], OFFICIAL_PARAMS['head']), total=(PAPER_PARAMS['total'], OFFICIAL_PARAMS['total']),
+               backbone=(None, OFFICIAL_PARAMS['backbone']))
+    m = lambda x: '' if x is None else f'{x / 1e6:.2f}'
+    rows = ['| part | ours: registered (M) | ours: with gradient (M) | poster (M) | official code: registered (M) |', '|---|---|---|---|---|']
+    for k, v in table.items():
+        paper, official = ref.get(k, (None, None))
+        rows.append(f"| {k} | {m(v['registered'])} | {m(v['with_grad'])} | {m(paper)} | {m(official)} |")
+    return '\n'.join(rows)
