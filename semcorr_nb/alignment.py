@@ -138,7 +138,7 @@ def attention_to_correlation(attn:Tensor, # (B, P + HW_s, P + HW_t) head-summed 
     "The patch-to-patch block of a cross-attention map: (B, HW_s, HW_t)."
     return attn[:, n_prefix:, n_prefix:]
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #e6caf926
+# %% ../nbs/11_asymmetric_alignment.ipynb #adfa4995
 class AsymmetricAligner(nn.Module):
     "A stack of `AsymmetricBlock`s; returns each block's correlation and the final source tokens."
     def __init__(self, dim:int=768, depth:int=6, heads:int=8, mlp_ratio:float=4.,
@@ -151,6 +151,15 @@ class AsymmetricAligner(nn.Module):
             AsymmetricBlock(dim, heads, mlp_ratio, src_pe, tgt_reweight and i < depth - 1, asym_cross,
                             src_out=need_src or i < depth - 1, pe_grid=pe_grid, n_prefix=n_prefix)
             for i in range(depth))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m:nn.Module):
+        "The official initialisation: linear weights trunc-normal(0.02), biases 0, LayerNorm (1, 0)."
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
     def forward(self, src:Tensor, # (B, P + HW_s, C) tokens, prefix first
                 trg:Tensor, # (B, P + HW_t, C)
