@@ -90,7 +90,7 @@ class Mlp(nn.Sequential):
     def __init__(self, dim:int, hidden:int):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #607da4c6
+# %% ../nbs/11_asymmetric_alignment.ipynb #8523c97b
 class AsymmetricBlock(nn.Module):
     "One ACTR alignment block (source-only PE, shared SA, source→target gated CA, target reweighting)."
     def __init__(self, dim:int=768, heads:int=8, mlp_ratio:float=4.,
@@ -98,13 +98,14 @@ class AsymmetricBlock(nn.Module):
                  tgt_reweight:bool=True, # rescale target tokens by the attention they receive
                  asym_cross:bool=True, # False: symmetric cross-attention (target attends to source too)
                  src_out:bool=True, # False: the source stream after this block is unused (map-only CA)
+                 tgt_out:bool=True, # False: the target stream after this block is unused (last block)
                  pe_grid:int=16, n_prefix:int=1):
         super().__init__()
-        self.asym_cross, self.src_out = asym_cross, src_out
+        self.asym_cross, self.src_out, self.tgt_cross = asym_cross, src_out, tgt_out and not asym_cross
         self.pe = SourcePositionalEncoding(dim, pe_grid, n_prefix) if src_pe else None
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.self_attn = SelfAttention(dim, heads)
-        self.cross_attn = CrossAttention(dim, heads, values=src_out or not asym_cross)
+        self.cross_attn = CrossAttention(dim, heads, values=src_out or self.tgt_cross)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.reweight = nn.Parameter(torch.ones(dim)) if tgt_reweight else None
 
@@ -123,9 +124,10 @@ class AsymmetricBlock(nn.Module):
         t = t + a_t + self.mlp(self.norm2(a_t))
         ns, nt = self.norm1(s), self.norm1(t)
         c_s, attn = self.cross_attn(ns, nt)                                    # (B, N_s, C), (B, N_s, N_t)
-        if not self.asym_cross: c_t, _ = self.cross_attn(nt, ns)               # symmetric control
+        if self.tgt_cross:                                                     # symmetric control
+            c_t, _ = self.cross_attn(nt, ns)
+            t = self._gated(t, c_t)
         if self.src_out: s = self._gated(s, c_s)
-        if not self.asym_cross: t = self._gated(t, c_t)
         if self.reweight is not None:
             heat = attn.detach().mean(1)[..., None]                              # (B, N_t, 1)
             t = t * (1 + self.reweight * torch.sigmoid(heat))
@@ -138,7 +140,7 @@ def attention_to_correlation(attn:Tensor, # (B, P + HW_s, P + HW_t) head-summed 
     "The patch-to-patch block of a cross-attention map: (B, HW_s, HW_t)."
     return attn[:, n_prefix:, n_prefix:]
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #adfa4995
+# %% ../nbs/11_asymmetric_alignment.ipynb #91040a61
 class AsymmetricAligner(nn.Module):
     "A stack of `AsymmetricBlock`s; returns each block's correlation and the final source tokens."
     def __init__(self, dim:int=768, depth:int=6, heads:int=8, mlp_ratio:float=4.,
@@ -149,7 +151,7 @@ class AsymmetricAligner(nn.Module):
         self.n_prefix = n_prefix
         self.blocks = nn.ModuleList(
             AsymmetricBlock(dim, heads, mlp_ratio, src_pe, tgt_reweight and i < depth - 1, asym_cross,
-                            src_out=need_src or i < depth - 1, pe_grid=pe_grid, n_prefix=n_prefix)
+                            src_out=need_src or i < depth - 1, tgt_out=i < depth - 1, pe_grid=pe_grid, n_prefix=n_prefix)
             for i in range(depth))
         self.apply(self._init)
 
