@@ -57,7 +57,7 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v)                                              # (B, h, N, d)
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #4a801abc
+# %% ../nbs/11_asymmetric_alignment.ipynb #861ef196
 class CrossAttention(nn.Module):
     "Multi-head cross-attention returning its output and the head-summed attention map."
     def __init__(self, dim:int, heads:int, qkv_bias:bool=True,
@@ -65,8 +65,8 @@ class CrossAttention(nn.Module):
                 ):
         super().__init__()
         self.heads, self.values = heads, values
-        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.to_kv = nn.Linear(dim, (2 if values else 1) * dim, bias=qkv_bias)
+        self.to_q, self.to_k = nn.Linear(dim, dim, bias=qkv_bias), nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_v = nn.Linear(dim, dim, bias=qkv_bias) if values else None
         self.proj = nn.Linear(dim, dim) if values else None
 
     def forward(self, x_q:Tensor, # (B, N_q, C) queries
@@ -75,12 +75,13 @@ class CrossAttention(nn.Module):
         "Returns the output (B, N_q, C) (None if map-only) and A = Σ_heads softmax(qkᵀ/√d) (B, N_q, N_k)."
         (b, nq, c), nk, h = x_q.shape, x_kv.shape[1], self.heads
         q = self.to_q(x_q).view(b, nq, h, c // h).transpose(1, 2)                        # (B, h, N_q, d)
-        kv = self.to_kv(x_kv).view(b, nk, -1, h, c // h).permute(2, 0, 3, 1, 4)          # (1|2, B, h, N_k, d)
-        logits = (q.float() @ kv[0].float().transpose(-1, -2)) / math.sqrt(c // h)       # (B, h, N_q, N_k)
+        k = self.to_k(x_kv).view(b, nk, h, c // h).transpose(1, 2)                       # (B, h, N_k, d)
+        logits = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(c // h)           # (B, h, N_q, N_k)
         attn = logits.softmax(-1)
         out = None
         if self.values:
-            y = attn.to(kv.dtype) @ kv[1]                                                # (B, h, N_q, d)
+            v = self.to_v(x_kv).view(b, nk, h, c // h).transpose(1, 2)                   # (B, h, N_k, d)
+            y = attn.to(v.dtype) @ v                                                     # (B, h, N_q, d)
             out = self.proj(y.transpose(1, 2).reshape(b, nq, c))
         return out, attn.sum(1).to(x_q.dtype)
 
