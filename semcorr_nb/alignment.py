@@ -57,7 +57,7 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v)                                              # (B, h, N, d)
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #4a801abc
+# %% ../nbs/11_asymmetric_alignment.ipynb #861ef196
 class CrossAttention(nn.Module):
     "Multi-head cross-attention returning its output and the head-summed attention map."
     def __init__(self, dim:int, heads:int, qkv_bias:bool=True,
@@ -65,8 +65,8 @@ class CrossAttention(nn.Module):
                 ):
         super().__init__()
         self.heads, self.values = heads, values
-        self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.to_kv = nn.Linear(dim, (2 if values else 1) * dim, bias=qkv_bias)
+        self.to_q, self.to_k = nn.Linear(dim, dim, bias=qkv_bias), nn.Linear(dim, dim, bias=qkv_bias)
+        self.to_v = nn.Linear(dim, dim, bias=qkv_bias) if values else None
         self.proj = nn.Linear(dim, dim) if values else None
 
     def forward(self, x_q:Tensor, # (B, N_q, C) queries
@@ -75,12 +75,13 @@ class CrossAttention(nn.Module):
         "Returns the output (B, N_q, C) (None if map-only) and A = Σ_heads softmax(qkᵀ/√d) (B, N_q, N_k)."
         (b, nq, c), nk, h = x_q.shape, x_kv.shape[1], self.heads
         q = self.to_q(x_q).view(b, nq, h, c // h).transpose(1, 2)                        # (B, h, N_q, d)
-        kv = self.to_kv(x_kv).view(b, nk, -1, h, c // h).permute(2, 0, 3, 1, 4)          # (1|2, B, h, N_k, d)
-        logits = (q.float() @ kv[0].float().transpose(-1, -2)) / math.sqrt(c // h)       # (B, h, N_q, N_k)
+        k = self.to_k(x_kv).view(b, nk, h, c // h).transpose(1, 2)                       # (B, h, N_k, d)
+        logits = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(c // h)           # (B, h, N_q, N_k)
         attn = logits.softmax(-1)
         out = None
         if self.values:
-            y = attn.to(kv.dtype) @ kv[1]                                                # (B, h, N_q, d)
+            v = self.to_v(x_kv).view(b, nk, h, c // h).transpose(1, 2)                   # (B, h, N_k, d)
+            y = attn.to(v.dtype) @ v                                                     # (B, h, N_q, d)
             out = self.proj(y.transpose(1, 2).reshape(b, nq, c))
         return out, attn.sum(1).to(x_q.dtype)
 
@@ -90,7 +91,7 @@ class Mlp(nn.Sequential):
     def __init__(self, dim:int, hidden:int):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #607da4c6
+# %% ../nbs/11_asymmetric_alignment.ipynb #8523c97b
 class AsymmetricBlock(nn.Module):
     "One ACTR alignment block (source-only PE, shared SA, source→target gated CA, target reweighting)."
     def __init__(self, dim:int=768, heads:int=8, mlp_ratio:float=4.,
@@ -98,13 +99,14 @@ class AsymmetricBlock(nn.Module):
                  tgt_reweight:bool=True, # rescale target tokens by the attention they receive
                  asym_cross:bool=True, # False: symmetric cross-attention (target attends to source too)
                  src_out:bool=True, # False: the source stream after this block is unused (map-only CA)
+                 tgt_out:bool=True, # False: the target stream after this block is unused (last block)
                  pe_grid:int=16, n_prefix:int=1):
         super().__init__()
-        self.asym_cross, self.src_out = asym_cross, src_out
+        self.asym_cross, self.src_out, self.tgt_cross = asym_cross, src_out, tgt_out and not asym_cross
         self.pe = SourcePositionalEncoding(dim, pe_grid, n_prefix) if src_pe else None
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.self_attn = SelfAttention(dim, heads)
-        self.cross_attn = CrossAttention(dim, heads, values=src_out or not asym_cross)
+        self.cross_attn = CrossAttention(dim, heads, values=src_out or self.tgt_cross)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.reweight = nn.Parameter(torch.ones(dim)) if tgt_reweight else None
 
@@ -123,9 +125,10 @@ class AsymmetricBlock(nn.Module):
         t = t + a_t + self.mlp(self.norm2(a_t))
         ns, nt = self.norm1(s), self.norm1(t)
         c_s, attn = self.cross_attn(ns, nt)                                    # (B, N_s, C), (B, N_s, N_t)
-        if not self.asym_cross: c_t, _ = self.cross_attn(nt, ns)               # symmetric control
+        if self.tgt_cross:                                                     # symmetric control
+            c_t, _ = self.cross_attn(nt, ns)
+            t = self._gated(t, c_t)
         if self.src_out: s = self._gated(s, c_s)
-        if not self.asym_cross: t = self._gated(t, c_t)
         if self.reweight is not None:
             heat = attn.detach().mean(1)[..., None]                              # (B, N_t, 1)
             t = t * (1 + self.reweight * torch.sigmoid(heat))
@@ -138,7 +141,7 @@ def attention_to_correlation(attn:Tensor, # (B, P + HW_s, P + HW_t) head-summed 
     "The patch-to-patch block of a cross-attention map: (B, HW_s, HW_t)."
     return attn[:, n_prefix:, n_prefix:]
 
-# %% ../nbs/11_asymmetric_alignment.ipynb #e6caf926
+# %% ../nbs/11_asymmetric_alignment.ipynb #91040a61
 class AsymmetricAligner(nn.Module):
     "A stack of `AsymmetricBlock`s; returns each block's correlation and the final source tokens."
     def __init__(self, dim:int=768, depth:int=6, heads:int=8, mlp_ratio:float=4.,
@@ -149,8 +152,17 @@ class AsymmetricAligner(nn.Module):
         self.n_prefix = n_prefix
         self.blocks = nn.ModuleList(
             AsymmetricBlock(dim, heads, mlp_ratio, src_pe, tgt_reweight and i < depth - 1, asym_cross,
-                            src_out=need_src or i < depth - 1, pe_grid=pe_grid, n_prefix=n_prefix)
+                            src_out=need_src or i < depth - 1, tgt_out=i < depth - 1, pe_grid=pe_grid, n_prefix=n_prefix)
             for i in range(depth))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m:nn.Module):
+        "The official initialisation: linear weights trunc-normal(0.02), biases 0, LayerNorm (1, 0)."
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
     def forward(self, src:Tensor, # (B, P + HW_s, C) tokens, prefix first
                 trg:Tensor, # (B, P + HW_t, C)
