@@ -473,20 +473,23 @@ def build_dataset(cfg:TrainConfig, split:str):
     if n and n < len(ds): ds = torch.utils.data.Subset(ds, range(n))
     return ds
 
-# %% ../nbs/17_train.ipynb #9aeb2b8b
+# %% ../nbs/17_train.ipynb #b9cd91f4
 @torch.no_grad()
-def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:float=0.1):
-    "Draw predicted matches of the first `n_pairs` pairs of `dataset` to `path` (PNG)."
+def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:float=0.1, indices=None, titles=None, predict=None):
+    "Draw predicted matches of pairs `indices` (default: the first `n_pairs`) of `dataset` to `path` (PNG)."
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
     from semcorr_nb.core import denormalize_image, scale_keypoints
     coll = _collate() or torch.utils.data.default_collate
-    batch = to_device(coll([dataset[i] for i in range(min(n_pairs, len(dataset)))]), device)
-    model.eval()
-    pred = predict_keypoints(model, batch).cpu()
+    indices = list(indices) if indices is not None else list(range(min(n_pairs, len(dataset))))
+    batch = to_device(coll([dataset[i] for i in indices]), device)
+    if model is not None: model.eval()
+    pred = (predict(batch) if predict is not None else predict_keypoints(model, batch)).cpu()
     batch = to_device(batch, 'cpu')
-    fig, axes = plt.subplots(1, len(pred), figsize=(4 * len(pred), 2.3), dpi=80, squeeze=False)
-    for b, ax in enumerate(axes[0]):
+    ncols = min(3, len(pred)); nrows = -(-len(pred) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.3 * nrows), dpi=80, squeeze=False)
+    for ax in axes.flat[len(pred):]: ax.axis('off')
+    for b, ax in enumerate(axes.flat[:len(pred)]):
         s_img, t_img = denormalize_image(batch['src_img'][b]).clamp(0, 1), denormalize_image(batch['trg_img'][b]).clamp(0, 1)
         S = s_img.shape[-2:]
         ax.imshow(torch.cat([s_img, t_img], -1).permute(1, 2, 0).numpy()); ax.axis('off')
@@ -499,7 +502,7 @@ def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:
         for p, q, good in zip(src, prs, ok):
             c = 'lime' if good else 'red'
             ax.plot([p[0], q[0] + S[1]], [p[1], q[1]], '-', color=c, lw=1); ax.plot(p[0], p[1], 'o', color=c, ms=3)
-        ax.set_title(f"{batch['category'][b]}: {ok.float().mean().item()*100:.0f}% within {alpha}", fontsize=9)
+        ax.set_title((titles[b] + ' · ' if titles else '') + f"{batch['category'][b]}: {ok.float().mean().item()*100:.0f}% within {alpha}", fontsize=9)
     fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path); plt.close(fig)
     return Path(path)
