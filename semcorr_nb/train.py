@@ -19,7 +19,8 @@ __all__ = ['PAPER_RECIPES', 'MODELS', 'DEFAULT_RUN', 'TrainConfig', 'atomic_save
            'cleanup_distributed', 'all_gather_objects', 'param_groups', 'make_optimizer', 'lr_factor', 'autocast_for',
            'MetricsLog', 'to_device', 'normalise_batch', 'predict_keypoints', 'unwrap', 'evaluate_split', 'val_score',
            'NonFiniteLoss', 'EpochBatches', 'SeededPairs', 'fit', 'seed_all', 'model_config_dict', 'register_model',
-           'build_model', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config', 'main']
+           'build_model', 'synthetic_augment', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config',
+           'main']
 
 # %% ../nbs/17_train.ipynb #d4bfff4c
 @dataclass
@@ -459,7 +460,14 @@ def _lazy(module:str, fn:str, **fixed):
 
 DEFAULT_RUN = {}   # the embedded run's recipe (filled below when the default model is chosen)
 
-# %% ../nbs/17_train.ipynb #ca8db250
+# %% ../nbs/17_train.ipynb #5d2922d3
+def synthetic_augment():
+    "The photometric part of the papers' augmentation, for synthetic pairs (their geometry already varies)."
+    try:
+        from semcorr_nb.augment import photometric_augment
+        return photometric_augment()
+    except ImportError: return None
+
 def build_dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark`, at `cfg.img_size`, augmented when training."
     aug = cfg.augment and split == 'trn'
@@ -467,7 +475,7 @@ def build_dataset(cfg:TrainConfig, split:str):
     if cfg.benchmark == 'synthetic':
         from semcorr_nb.synthetic import SyntheticCorrespondence
         kw = dict(n_pairs=n) if n else {}
-        return SyntheticCorrespondence(split=split, img_size=cfg.img_size, seed=0, augment=aug, **kw)
+        return SyntheticCorrespondence(split=split, img_size=cfg.img_size, seed=0, augment=synthetic_augment() if aug else None, **kw)
     from semcorr_nb import data
     ds = data.load_benchmark(cfg.benchmark, split, datapath=cfg.datapath or None, img_size=cfg.img_size, augment=aug)
     if n and n < len(ds): ds = torch.utils.data.Subset(ds, range(n))
