@@ -44,7 +44,7 @@ def nn_match(src_feat:torch.Tensor, # (B, C, h_s, w_s) source features
     sims = torch.einsum('bcn,bck->bnk', F.normalize(f, dim=1), F.normalize(trg_feat.float().flatten(2), dim=1))  # (B, N, HW_t)
     return grid_coords(h, w, device=src_kps.device).view(-1, 2)[sims.argmax(-1)]
 
-# %% ../nbs/18_evaluate.ipynb #648fa841
+# %% ../nbs/18_evaluate.ipynb #89381aba
 class NearestNeighbourBaseline(nn.Module):
     """Training-free matcher over a backbone's features. `backbone='dinov2'` is ViT-B/14 DINOv2 (timm weights),
     'dino' ViT-B/16 DINO, 'ibot' ViT-B/16 with an iBOT `checkpoint`; '-tiny' variants use random tiny weights (tests)."""
@@ -56,9 +56,15 @@ class NearestNeighbourBaseline(nn.Module):
         arch = self.ARCHS[backbone.removesuffix('-tiny')]
         self.backbone = ViTTokens(arch=arch, blocks=(block,), pretrained=pretrained and not tiny and checkpoint is None,
                                   checkpoint=checkpoint, freeze=True, tiny=tiny)
+    def features(self, img):
+        "Last-block patch tokens (B, C, h, w); the image is resized to the nearest multiple of the patch size."
+        P = self.backbone.patch_size; H, W = img.shape[-2:]
+        size = (max(P, round(H / P) * P), max(P, round(W / P) * P))
+        if size != (H, W): img = F.interpolate(img, size=size, mode='bilinear', align_corners=False, antialias=True)
+        return self.backbone(img)['tokens'][-1]
     @torch.no_grad()
     def predict(self, batch:dict) -> torch.Tensor:
-        fs = self.backbone(batch['src_img'])['tokens'][-1]; ft = self.backbone(batch['trg_img'])['tokens'][-1]
+        fs, ft = self.features(batch['src_img']), self.features(batch['trg_img'])
         src = pixel_to_norm(batch['src_kps'].float(), batch['src_hw'].float())
         return norm_to_pixel(nn_match(fs, ft, src), batch['trg_hw'].float())
 

@@ -60,7 +60,7 @@ def rope_4d_positions(h_s:int, w_s:int, # source grid
     axes = [torch.arange(n, device=device, dtype=torch.float32) for n in (h_s, w_s, h_t, w_t)]
     return torch.cartesian_prod(*axes)
 
-# %% ../nbs/08_rope.ipynb #99a5a8ae
+# %% ../nbs/08_rope.ipynb #de3cb2c1
 class Rotary:
     "Precomputed cos/sin tables for one set of positions; call it on (B, H, N, d) queries or keys."
     def __init__(self,
@@ -82,15 +82,15 @@ class RoPE(nn.Module):
         super().__init__()
         if head_dim % 2: raise ValueError(f'RoPE needs an even head_dim, got {head_dim}')
         self.head_dim, self.n_axes, self.heads = head_dim, n_axes, heads
-        axis, freq = plane_layout(heads * head_dim // 2, n_axes, base)
-        self.register_buffer('axis', axis, persistent=False)
-        self.register_buffer('freq', freq, persistent=False)
+        # plain float32 tensors, not buffers: `model.bfloat16()` must not round the frequencies
+        self.axis, self.freq = plane_layout(heads * head_dim // 2, n_axes, base)
         self._cache = {}
 
     def angles(self, pos:Tensor, # (N, n_axes) positions
               )->Tensor: # (heads, N, d/2) float32
         "Angle of every plane of every head at every position."
-        ang = pos.to(self.freq.device, torch.float32)[:, self.axis] * self.freq  # (N, heads*d/2)
+        pos = pos.to(torch.float32)
+        ang = pos[:, self.axis.to(pos.device)] * self.freq.to(pos.device)  # (N, heads*d/2)
         return ang.unflatten(-1, (self.heads, -1)).transpose(0, 1)
 
     def forward(self, x:Tensor, # (B, H, N, d) with H == heads, or any H if heads == 1
@@ -107,7 +107,7 @@ class RoPE(nn.Module):
             axes = [torch.arange(n, device=device, dtype=torch.float32) for n in key[0]]
             pos = torch.cartesian_prod(*axes).view(-1, len(axes))  # (N, n_axes)
             if len(self._cache) >= 8: self._cache.clear()
-            self._cache[key] = Rotary(self.angles(pos).to(device))
+            self._cache[key] = Rotary(self.angles(pos))
         return self._cache[key]
 
 # %% ../nbs/08_rope.ipynb #5bf6d43d

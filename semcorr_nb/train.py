@@ -19,8 +19,7 @@ __all__ = ['PAPER_RECIPES', 'MODELS', 'DEFAULT_RUN', 'TrainConfig', 'atomic_save
            'cleanup_distributed', 'all_gather_objects', 'param_groups', 'make_optimizer', 'lr_factor', 'autocast_for',
            'MetricsLog', 'to_device', 'normalise_batch', 'predict_keypoints', 'unwrap', 'evaluate_split', 'val_score',
            'NonFiniteLoss', 'EpochBatches', 'SeededPairs', 'fit', 'seed_all', 'model_config_dict', 'register_model',
-           'build_model', 'synthetic_augment', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config',
-           'main']
+           'build_model', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config', 'main']
 
 # %% ../nbs/17_train.ipynb #d4bfff4c
 @dataclass
@@ -274,7 +273,7 @@ def val_score(meter, alpha:float) -> float:
     from semcorr_nb.pck import pck_label
     return float(meter.summary()[pck_label(alpha, meter.kind, 'pair')])
 
-# %% ../nbs/17_train.ipynb #ca44411b
+# %% ../nbs/17_train.ipynb #c49ed62c
 class NonFiniteLoss(FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -306,6 +305,8 @@ class SeededPairs(torch.utils.data.Dataset):
 def _loader(ds, cfg, d:Dist, epoch:int, shuffle:bool, skip:int=0):
     bs = EpochBatches(len(ds), cfg.batch_size, cfg.seed, epoch, shuffle=shuffle, drop_last=shuffle,
                       rank=d.rank, world=d.world, skip=skip)
+    base = ds.dataset if isinstance(ds, torch.utils.data.Subset) else ds
+    if hasattr(base, 'set_epoch'): base.set_epoch(epoch)     # datasets that seed their own augmentation per (seed, epoch, index)
     data = SeededPairs(ds, cfg.seed, epoch) if shuffle else ds
     return torch.utils.data.DataLoader(data, batch_sampler=bs, num_workers=cfg.num_workers, collate_fn=_collate(),
                                        pin_memory=d.device.type == 'cuda')
@@ -460,14 +461,7 @@ def _lazy(module:str, fn:str, **fixed):
 
 DEFAULT_RUN = {}   # the embedded run's recipe (filled below when the default model is chosen)
 
-# %% ../nbs/17_train.ipynb #5d2922d3
-def synthetic_augment():
-    "The photometric part of the papers' augmentation, for synthetic pairs (their geometry already varies)."
-    try:
-        from semcorr_nb.augment import photometric_augment
-        return photometric_augment()
-    except ImportError: return None
-
+# %% ../nbs/17_train.ipynb #67308f3a
 def build_dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark`, at `cfg.img_size`, augmented when training."
     aug = cfg.augment and split == 'trn'
@@ -475,9 +469,11 @@ def build_dataset(cfg:TrainConfig, split:str):
     if cfg.benchmark == 'synthetic':
         from semcorr_nb.synthetic import SyntheticCorrespondence
         kw = dict(n_pairs=n) if n else {}
-        return SyntheticCorrespondence(split=split, img_size=cfg.img_size, seed=0, augment=synthetic_augment() if aug else None, **kw)
-    from semcorr_nb import data
-    ds = data.load_benchmark(cfg.benchmark, split, datapath=cfg.datapath or None, img_size=cfg.img_size, augment=aug)
+        return SyntheticCorrespondence(split=split, img_size=cfg.img_size, seed=0, **kw)
+    from semcorr_nb.data import load_dataset
+    from semcorr_nb.augment import PairAugment
+    ds = load_dataset(cfg.benchmark, split, datapath=cfg.datapath or None, img_size=cfg.img_size,
+                      augment=PairAugment() if aug else None, seed=cfg.seed)
     if n and n < len(ds): ds = torch.utils.data.Subset(ds, range(n))
     return ds
 
