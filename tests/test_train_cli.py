@@ -12,10 +12,16 @@ ENV = {'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 def _weights(path):
     return torch.load(path, map_location='cpu', weights_only=True)['model']
 
-def test_default_job_writes_everything(tmp_path):
-    out = tmp_path/'run'
+@pytest.fixture(scope='module')
+def small_run(tmp_path_factory):
+    "The default job on a short schedule; its run folder is shared by the tests below."
+    out = tmp_path_factory.mktemp('runs')/'run'
     r = run([PY, '-m', 'semcorr_nb.train', '--out', str(out), *SMALL], env=ENV, timeout=900)
-    assert 'PCK@0.1' in r.stdout, r.stdout[-3000:]
+    return out, r
+
+def test_default_job_writes_everything(small_run):
+    out, r = small_run
+    assert 'PCK@0.10' in r.stdout, r.stdout[-3000:]
     for f in ['config.json', 'metrics.csv', 'last.pth', 'best.pth', 'test_pck.json', 'summary.json', 'matches.png']:
         assert (out/f).exists(), f'{f} missing from the run folder'
     cfg = json.loads((out/'config.json').read_text())
@@ -76,3 +82,40 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert r.stdout.count('epoch 1/1:') == 1, 'only rank 0 prints the epoch summary'
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['train']['batch_size'] == 8
+
+def test_evaluate_checkpoint_and_baselines(small_run, tmp_path):
+    out, _ = small_run
+    r = run([PY, '-m', 'semcorr_nb.evaluate', '--checkpoint', str(out/'best.pth'), '--pairs', '12', '--num-workers', '0',
+             '--out', str(tmp_path/'ev')], env=ENV, timeout=600)
+    res = json.loads((tmp_path/'ev'/'pck.json').read_text())
+    assert res['summary']['n_pairs'] == 12 and res['protocol']['name'] == 'official'
+    assert (tmp_path/'ev'/'best_worst.png').exists() and (tmp_path/'ev'/'pairs.csv').read_text().count('\n') >= 12
+    assert 'per category' in r.stdout or 'per pair' in r.stdout
+    r = run([PY, '-m', 'semcorr_nb.evaluate', '--baseline', 'zero', '--pairs', '12', '--img-size', '64', '--num-workers', '0',
+             '--protocol', 'cats'], env=ENV, timeout=600)
+    assert "protocol 'cats'" in r.stdout
+    r = run([PY, '-m', 'semcorr_nb.evaluate', '--checkpoint', str(tmp_path/'none.pth')], env=ENV, check=False)
+    assert r.returncode == 2 and 'none.pth' in r.stderr
+
+def test_match_own_images(small_run, tmp_path):
+    from PIL import Image
+    import numpy as np
+    out, _ = small_run
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((90, 120, 3)) * 255).astype('uint8')).save(tmp_path/'a.jpg')
+    Image.fromarray((rng.random((70, 50)) * 255).astype('uint8')).save(tmp_path/'b.png')      # grey, another size
+    r = run([PY, '-m', 'semcorr_nb.match', str(tmp_path/'a.jpg'), str(tmp_path/'b.png'), '--checkpoint', str(out/'best.pth'),
+             '--points', '10,20 60,45', '--out', str(tmp_path/'m')], env=ENV)
+    res = json.loads((tmp_path/'m'/'matches.json').read_text())
+    assert len(res['matches']) == 2 and res['target_size_hw'] == [70, 50] and (tmp_path/'m'/'matches.png').exists()
+    for m in res['matches']: assert 0 <= m['target'][0] <= 50 and 0 <= m['target'][1] <= 70
+    r = run([PY, '-m', 'semcorr_nb.match', str(tmp_path/'a.jpg'), str(tmp_path/'b.png'), '--checkpoint', str(out/'best.pth'),
+             '--out', str(tmp_path/'g'), '--grid', '3'], env=ENV)
+    assert len(json.loads((tmp_path/'g'/'matches.json').read_text())['matches']) == 9
+    (tmp_path/'bad.jpg').write_bytes(b'not a picture')
+    r = run([PY, '-m', 'semcorr_nb.match', str(tmp_path/'bad.jpg'), str(tmp_path/'b.png'), '--checkpoint', str(out/'best.pth')],
+            env=ENV, check=False)
+    assert r.returncode == 2 and 'bad.jpg' in r.stderr
+    r = run([PY, '-m', 'semcorr_nb.match', str(tmp_path/'a.jpg'), str(tmp_path/'b.png'), '--checkpoint', str(out/'best.pth'),
+             '--points', '500,20'], env=ENV, check=False)
+    assert r.returncode == 2 and 'outside' in r.stderr
