@@ -31,11 +31,14 @@ KEYPOINT_NAMES = {
 }
 MIRRORABLE = ('bird', 'car', 'fish', 'plane', 'quadruped')  # side views; `face` is frontal
 
-# %% ../nbs/05_synthetic.ipynb #ad776305
+# %% ../nbs/05_synthetic.ipynb #a6076775
+@lru_cache(maxsize=None)
+def _circle(n): return np.cos(np.arange(n) * 2 * np.pi / n), np.sin(np.arange(n) * 2 * np.pi / n)
+
 def _ellipse(cx, cy, rx, ry, angle=0.0, n=20):
     "Polygon (n, 2) approximating an ellipse centred at (cx, cy), rotated by `angle` radians."
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    x, y = rx * np.cos(t), ry * np.sin(t)
+    cos, sin = _circle(n)
+    x, y = rx * cos, ry * sin
     c, s = math.cos(angle), math.sin(angle)
     return np.stack([cx + c * x - s * y, cy + s * x + c * y], 1)
 
@@ -252,7 +255,7 @@ def _face(rng):
 
 BUILDERS = dict(bird=_bird, car=_car, face=_face, fish=_fish, plane=_plane, quadruped=_quadruped)
 
-# %% ../nbs/05_synthetic.ipynb #f4287a54
+# %% ../nbs/05_synthetic.ipynb #d5f21f8e
 def fill_polygon(verts:np.ndarray, # (n, 2) polygon vertices (x, y) in pixels
                  H:int, W:int): # image size
     "Pixels whose centre lies inside `verts` (even-odd rule), as `(y0, x0, mask)` over the polygon's box."
@@ -260,8 +263,7 @@ def fill_polygon(verts:np.ndarray, # (n, 2) polygon vertices (x, y) in pixels
     y0, y1 = max(int(np.floor(y.min() - 0.5)) + 1, 0), min(int(np.ceil(y.max() - 0.5)), H)
     x0, x1 = max(int(np.floor(x.min() - 0.5)) + 1, 0), min(int(np.ceil(x.max() - 0.5)), W)
     if y1 <= y0 or x1 <= x0: return 0, 0, np.zeros((0, 0), bool)
-    nxt = np.r_[1:len(x), 0]
-    xa, ya, xb, yb = x, y, x[nxt], y[nxt]                              # edges a -> b
+    xa, ya, xb, yb = x, y, np.concatenate((x[1:], x[:1])), np.concatenate((y[1:], y[:1]))  # edges a -> b
     yc = np.arange(y0, y1) + 0.5                                      # (R,) row centres
     r, e = np.nonzero((ya <= yc[:, None]) != (yb <= yc[:, None]))     # (row, edge) crossings
     xc = xa[e] + (yc[r] - ya[e]) * (xb[e] - xa[e]) / (yb[e] - ya[e])
@@ -453,16 +455,17 @@ def make_pair(index:int, # pair number within the split
         if len(common) >= cfg.min_kps: break
     return Pair(index, split, seed, category, src, trg, common, difficulty_flags(src, trg))
 
-# %% ../nbs/05_synthetic.ipynb #d587ea16
+# %% ../nbs/05_synthetic.ipynb #74d4c3ae
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_NORM_LUT = ((np.arange(256, dtype=np.float32)[None] / 255 - np.float32(IMAGENET_MEAN)[:, None])
+             / np.float32(IMAGENET_STD)[:, None])                      # (3, 256): uint8 value -> normalised
 
 def to_model_input(image:np.ndarray, # (H, W, 3) uint8
                    size)->torch.Tensor: # int S or (H', W')
     "Resize (bilinear, antialiased) and ImageNet-normalise an image -> (3, H', W') float32."
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    x = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), np.float32) / 255  # (h, w, 3)
-    x = (x - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    x = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))   # (h, w, 3) uint8
+    return torch.from_numpy(np.stack([_NORM_LUT[c][x[..., c]] for c in range(3)]))
 
 # %% ../nbs/05_synthetic.ipynb #964143fa
 def pair_to_record(pair:Pair, img_size=256, # int S or (H, W)
