@@ -32,7 +32,7 @@ def test_every_notebook_exports_a_module():
     "One idea per notebook, one module each: every numbered notebook names its module."
     import json
     for nb in sorted((ROOT/'nbs').glob('[0-9]*.ipynb')):
-        src = ''.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code')
+        src = '\n'.join(''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code')
         m = re.search(r'^#\|\s*default_exp\s+(\S+)', src, re.M)
         assert m, f'{nb.name} has no `#| default_exp` cell'
         assert (ROOT/'semcorr_nb'/(m.group(1).replace('.', '/') + '.py')).exists(), f'{nb.name}: module {m.group(1)} not generated'
