@@ -18,12 +18,13 @@ from .correlation import correlation
 from .flow import corr_to_flow, transfer_keypoints
 
 # %% auto #0
-__all__ = ['OWN', 'STAGE_ORDER', 'STAGES', 'MAIN_MODELS', 'PAPER_SIZES', 'PAPER_FIGURES', 'rss_mb', 'peak_rss_mb',
+__all__ = ['OWN', 'STAGE_ORDER', 'STAGES', 'MOVE_OPS', 'MAIN_MODELS', 'PAPER_SIZES', 'PAPER_FIGURES', 'rss_mb', 'peak_rss_mb',
            'reset_peak_rss', 'PeakMemory', 'sync', 'time_fn', 'summarize', 'matmul_peak', 'count_flops', 'stage_of',
-           'by_stage', 'child_times', 'random_pair', 'random_keypoints', 'make_train_step', 'StandInConfig', 'StandIn',
-           'build_standin', 'model_table', 'resolve_models', 'FeatureCache', 'cache_frozen_backbones', 'BenchConfig',
-           'model_flops', 'bench_model', 'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table',
-           'make_parser', 'main']
+           'by_stage', 'child_times', 'op_profile', 'show_op_profile', 'random_pair', 'random_keypoints',
+           'make_train_step', 'StandInConfig', 'StandIn', 'build_standin', 'model_table', 'resolve_models',
+           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'model_flops', 'flops_vs_size', 'bench_model',
+           'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table', 'make_parser', 'main',
+           'plot_stages']
 
 # %% ../nbs/20_benchmark.ipynb #fb179958
 def _status_kb(key:str) -> float|None:
@@ -205,7 +206,49 @@ def child_times(model:nn.Module, # the model whose direct children are timed
     total = med.pop('total')
     return {**med, OWN: max(total - sum(med.values()), 0.), 'total': total}
 
-# %% ../nbs/20_benchmark.ipynb #46104010
+# %% ../nbs/20_benchmark.ipynb #1a605047
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.module_tracker import ModuleTracker
+
+MOVE_OPS = {'clone', 'copy_', '_to_copy', 'contiguous', 'cat', 'stack', 'constant_pad_nd', 'pad', 'repeat',
+            'index', 'index_select', 'gather', 'roll', 'flip', 'masked_fill', 'where', 'expand_copy', 'permute_copy'}
+
+class _OpTimer(TorchDispatchMode):
+    "Times every aten call and files it under the innermost running module."
+    def __init__(self, tracker, device):
+        super().__init__()
+        self.tracker, self.device, self.stats = tracker, device, {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        sync(self.device); t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        sync(self.device); dt = time.perf_counter() - t0
+        mod = max(self.tracker.parents, key=lambda p: (p.count('.'), len(p)))
+        op = str(func.overloadpacket).removeprefix('aten.')
+        st = self.stats.setdefault((mod, op), [0, 0., 0])
+        st[0] += 1; st[1] += dt
+        st[2] += sum(x.nbytes for x in torch.utils._pytree.tree_leaves(out) if isinstance(x, Tensor))
+        return out
+
+def op_profile(fn, # runs the model once
+               device='cpu',
+              ) -> list[dict]: # rows sorted by time: module, op, calls, seconds, out_mib, move
+    "Wall time of every aten operation `fn` issues, per (innermost module, operation)."
+    with ModuleTracker() as tracker, _OpTimer(tracker, torch.device(device)) as timer:
+        fn()
+    rows = [dict(module=m, op=o, calls=n, seconds=t, out_mib=b / 2**20, move=o in MOVE_OPS)
+            for (m, o), (n, t, b) in timer.stats.items()]
+    return sorted(rows, key=lambda r: -r['seconds'])
+
+def show_op_profile(rows:list[dict], top:int=15) -> str:
+    "The `top` rows of an `op_profile`, and the share of time in memory-only operations."
+    total = sum(r['seconds'] for r in rows) or 1.
+    move = sum(r['seconds'] for r in rows if r['move'])
+    lines = [f"{r['seconds'] * 1e3:9.1f} ms {100 * r['seconds'] / total:5.1f}% {r['calls']:4d}× {r['out_mib']:8.1f} MiB  "
+             f"{r['op']:30s} {r['module']}" for r in rows[:top]]
+    return '\n'.join(lines + [f'total {total * 1e3:.1f} ms, of which memory-only ops {100 * move / total:.1f}%'])
+
+# %% ../nbs/20_benchmark.ipynb #b63fbc0e
 def random_pair(batch:int, # pairs
                 size, # int or (H, W)
                 device='cpu', seed:int=0,
@@ -250,7 +293,7 @@ def make_train_step(model:nn.Module, # a model following the interface (forward,
         return loss.detach()
     return step
 
-# %% ../nbs/20_benchmark.ipynb #b36944d2
+# %% ../nbs/20_benchmark.ipynb #9e967ffd
 @dataclass
 class StandInConfig:
     "Widths of the stand-in matcher (`StandInConfig.tiny()` for tests)."
@@ -312,7 +355,7 @@ def build_standin(tiny:bool=False, **overrides) -> StandIn:
     base = StandInConfig.tiny() if tiny else StandInConfig()
     return StandIn(StandInConfig(**{**asdict(base), **overrides}))
 
-# %% ../nbs/20_benchmark.ipynb #305f1cf6
+# %% ../nbs/20_benchmark.ipynb #a5bb31c2
 MAIN_MODELS = ('cats', 'transformatcher', 'actr', 'lpmflow')
 PAPER_SIZES = {'cats': 256, 'transformatcher': 240, 'actr': 256, 'lpmflow': 256, 'standin': 256}
 PAPER_FIGURES = {   # official code on the project's 2-core CPU; paper/poster on a TITAN RTX
@@ -349,7 +392,7 @@ def resolve_models(spec:str, # comma-separated names, or 'all'
     if unknown: raise ValueError(f'unknown model(s) {unknown}; known: {", ".join(sorted(table))}')
     return names
 
-# %% ../nbs/20_benchmark.ipynb #323c5927
+# %% ../nbs/20_benchmark.ipynb #49024102
 def _split_batch(out, i:int, B:int):
     "Sample `i` of a (possibly nested) output: tensors with a leading batch dim are sliced (and cloned)."
     if isinstance(out, Tensor): return out[i:i + 1].clone() if out.ndim and out.shape[0] == B else out
@@ -421,7 +464,7 @@ def cache_frozen_backbones(model:nn.Module, # a model; every frozen child module
             caches.append(FeatureCache(child, max_items))
     return caches
 
-# %% ../nbs/20_benchmark.ipynb #e5b8227e
+# %% ../nbs/20_benchmark.ipynb #b3c15082
 @dataclass
 class BenchConfig:
     "Everything a benchmark run depends on (`python -m semcorr_nb.benchmark --help`)."
@@ -483,7 +526,28 @@ def model_flops(name:str, size:int|None=None, device='cpu', **model_args) -> dic
     table = STAGES.get(name.removesuffix('-tiny'))
     return dict(total=f['total'], by_child=f['by_child'], by_stage=by_stage(f['by_child'], model, table), counted_on=how, size=size)
 
-# %% ../nbs/20_benchmark.ipynb #42b533bf
+# %% ../nbs/20_benchmark.ipynb #79ff6181
+def flops_vs_size(name:str, # a name from `model_table()`
+                  sizes=(256, 320, 384, 448, 512), # input sides
+                  **model_args,
+                 ) -> dict: # {size: dict(total, by_stage)}
+    "FLOPs of one pair at each input side (on `meta` when the model allows it)."
+    builder = model_table()[name][0]
+    if model_args: builder = partial(builder, **model_args)
+    table = STAGES.get(name.removesuffix('-tiny'))
+    try:
+        with torch.device('meta'): model = builder().eval()
+        dev = 'meta'
+        count_flops(model, (torch.empty(1, 3, sizes[0], sizes[0], device=dev),) * 2)
+    except Exception:
+        model, dev = builder().eval(), 'cpu'
+    out = {}
+    for S in sizes:
+        f = count_flops(model, random_pair(1, S, dev) if dev != 'meta' else (torch.empty(1, 3, S, S, device=dev),) * 2)
+        out[S] = dict(total=f['total'], by_stage=by_stage(f['by_child'], model, table))
+    return out
+
+# %% ../nbs/20_benchmark.ipynb #c6cc92c1
 def bench_model(name:str, # a name from `model_table()`
                 cfg:BenchConfig, # a resolved config
                ) -> dict:
@@ -541,7 +605,7 @@ def _loadavg():
     try: return [round(x, 2) for x in os.getloadavg()]
     except OSError: return None
 
-# %% ../nbs/20_benchmark.ipynb #93c298bc
+# %% ../nbs/20_benchmark.ipynb #5d4bd76c
 def _child(name:str, cfg_dict:dict, threads:int) -> dict:
     "Entry point of the child process of one model."
     torch.set_num_threads(threads)
@@ -605,7 +669,7 @@ def run_benchmark(cfg:BenchConfig, # the run's settings (resolved here)
     return dict(machine=machine_info(cfg.device), config=asdict(cfg), matmul_peak=peak, results=results,
                 date=time.strftime('%Y-%m-%d %H:%M:%S %Z'))
 
-# %% ../nbs/20_benchmark.ipynb #28283eb1
+# %% ../nbs/20_benchmark.ipynb #1f4c4e9b
 def _fmt(x, spec='.0f', none='–'):
     return none if x is None else format(x, spec)
 
@@ -641,7 +705,7 @@ def format_table(report:dict) -> str:
     lines += ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]
     return '\n'.join(lines)
 
-# %% ../nbs/20_benchmark.ipynb #39763597
+# %% ../nbs/20_benchmark.ipynb #b637a769
 def make_parser() -> argparse.ArgumentParser:
     "The `python -m semcorr_nb.benchmark` argument parser (one flag per `BenchConfig` field)."
     p = argparse.ArgumentParser(prog='python -m semcorr_nb.benchmark', description=__doc__ or
@@ -686,5 +750,19 @@ def main(argv=None):
     print(f'\nreport written to {out}')
     if any('error' in r for r in report['results']): sys.exit(1)
 
-# %% ../nbs/20_benchmark.ipynb #125afffe
+# %% ../nbs/20_benchmark.ipynb #cd5e3ceb
 if __name__ == '__main__' and '__file__' in globals(): main()
+
+# %% ../nbs/20_benchmark.ipynb #cb11893e
+def plot_stages(per_model:dict, # {model: {stage: value}}
+                unit:str='GFLOPs', scale:float=1e-9, ax=None):
+    "Horizontal stacked bars: each model's value per stage, in `STAGE_ORDER` colours."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(8, 0.5 + 0.45 * len(per_model)), dpi=70)[1]
+    colours = dict(zip(STAGE_ORDER, ['#4C72B0', '#DD8452', '#55A868', '#C44E52']))
+    names = list(per_model)[::-1]
+    for stage in STAGE_ORDER:
+        left = [sum(per_model[n].get(s, 0) * scale for s in STAGE_ORDER[:STAGE_ORDER.index(stage)]) for n in names]
+        ax.barh(names, [per_model[n].get(stage, 0) * scale for n in names], left=left, color=colours[stage], label=stage)
+    ax.set_xlabel(unit); ax.legend(fontsize=8, ncol=4, loc='lower right'); ax.figure.tight_layout()
+    return ax
