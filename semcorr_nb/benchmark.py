@@ -22,9 +22,9 @@ __all__ = ['OWN', 'STAGE_ORDER', 'STAGES', 'MOVE_OPS', 'MAIN_MODELS', 'PAPER_SIZ
            'reset_peak_rss', 'PeakMemory', 'sync', 'time_fn', 'summarize', 'matmul_peak', 'count_flops', 'stage_of',
            'by_stage', 'child_times', 'op_profile', 'show_op_profile', 'random_pair', 'random_keypoints',
            'make_train_step', 'StandInConfig', 'StandIn', 'build_standin', 'model_table', 'resolve_models',
-           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'model_flops', 'flops_vs_size', 'bench_model',
-           'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table', 'make_parser', 'main',
-           'plot_stages']
+           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'input_size', 'model_flops', 'flops_vs_size',
+           'bench_model', 'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table', 'make_parser',
+           'main', 'plot_stages']
 
 # %% ../nbs/20_benchmark.ipynb #fb179958
 def _status_kb(key:str) -> float|None:
@@ -147,13 +147,17 @@ def count_flops(model:nn.Module, # the model; on `meta` or a real device
     by_child[OWN] = total - sum(by_child.values())
     return dict(total=total, by_child=by_child)
 
-# %% ../nbs/20_benchmark.ipynb #e0d9b365
+# %% ../nbs/20_benchmark.ipynb #1482c630
 STAGE_ORDER = ('backbone', 'correlation', 'aggregation', 'flow refinement')
 _STAGE_WORDS = {'backbone': {'backbone', 'vit', 'resnet', 'extractor', 'feat', 'features', 'encoder_feat'},
                 'correlation': {'corr', 'correlation', 'matching'},
                 'flow refinement': {'flow', 'sr', 'refine', 'refiner', 'refinement', 'upsample', 'upsampler',
                                     'fsr', 'decoder_flow', 'head_flow'}}
-STAGES = {}   # model name -> {child name: stage}, for children whose names do not say it
+STAGES = {   # model name -> {child name: stage}, for children whose names do not say it
+    'actr': {'aligner': 'aggregation', 'refiner': 'flow refinement'},
+    # LPMFlow's pyramid holds its matching decoders and the feature SR that refines them to 64×64
+    'lpmflow': {'tower': 'aggregation', 'pyramid': 'flow refinement', 'integration': 'flow refinement'},
+}
 
 def stage_of(child:str, # a direct child's attribute name, or `OWN`
              model:nn.Module|None=None, # its `bench_stages` dict, if any, wins
@@ -206,11 +210,11 @@ def child_times(model:nn.Module, # the model whose direct children are timed
     total = med.pop('total')
     return {**med, OWN: max(total - sum(med.values()), 0.), 'total': total}
 
-# %% ../nbs/20_benchmark.ipynb #1a605047
+# %% ../nbs/20_benchmark.ipynb #f1fee404
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
-MOVE_OPS = {'clone', 'copy_', '_to_copy', 'contiguous', 'cat', 'stack', 'constant_pad_nd', 'pad', 'repeat',
+MOVE_OPS = {'clone', 'copy_', 'reshape', '_to_copy', 'contiguous', 'cat', 'stack', 'constant_pad_nd', 'pad', 'repeat',
             'index', 'index_select', 'gather', 'roll', 'flip', 'masked_fill', 'where', 'expand_copy', 'permute_copy'}
 
 class _OpTimer(TorchDispatchMode):
@@ -464,7 +468,7 @@ def cache_frozen_backbones(model:nn.Module, # a model; every frozen child module
             caches.append(FeatureCache(child, max_items))
     return caches
 
-# %% ../nbs/20_benchmark.ipynb #b3c15082
+# %% ../nbs/20_benchmark.ipynb #7fff890d
 @dataclass
 class BenchConfig:
     "Everything a benchmark run depends on (`python -m semcorr_nb.benchmark --help`)."
@@ -513,11 +517,20 @@ def _meta_flops(builder, size:int) -> dict|None:
     except Exception:
         return None
 
+def input_size(name:str, # a name from `model_table()`
+               model:nn.Module|None=None, # the built model (its config's `img_size` decides for full variants)
+              ) -> int:
+    "The input side a model is benchmarked at: its config's `img_size` (e.g. 512 for `actr-h`), its recipe's for tiny variants."
+    size = model_table()[name][1]
+    own = getattr(getattr(model, 'config', None), 'img_size', None)
+    return int(own) if own and not name.endswith('-tiny') else size
+
 def model_flops(name:str, size:int|None=None, device='cpu', **model_args) -> dict:
-    "FLOPs of one pair through registered model `name` at `size` (default: its paper size): total, per child, per stage."
-    builder, paper_size = model_table()[name]
+    "FLOPs of one pair through registered model `name` at `size` (default: `input_size`): total, per child, per stage."
+    builder = model_table()[name][0]
     if model_args: builder = partial(builder, **model_args)
-    size = size or paper_size
+    if not size:
+        with torch.device('meta'): size = input_size(name, builder())
     f, how = _meta_flops(builder, size), 'meta'
     if f is None:
         model = builder().to(device).eval()
@@ -547,18 +560,18 @@ def flops_vs_size(name:str, # a name from `model_table()`
         out[S] = dict(total=f['total'], by_stage=by_stage(f['by_child'], model, table))
     return out
 
-# %% ../nbs/20_benchmark.ipynb #c6cc92c1
+# %% ../nbs/20_benchmark.ipynb #c7fe75ef
 def bench_model(name:str, # a name from `model_table()`
                 cfg:BenchConfig, # a resolved config
                ) -> dict:
     "Measure one model in this process: parameters, FLOPs, memory, inference time per batch size, stages, training."
     dev, dtype = torch.device(cfg.device), _dtype(cfg.dtype)
-    builder, paper_size = model_table()[name]
-    size = cfg.size or paper_size
-    res = dict(model=name, size=size, device=str(dev), dtype=cfg.dtype, threads=torch.get_num_threads(),
-               compile=cfg.compile, pid=os.getpid(), load_avg_start=_loadavg())
+    builder, _ = model_table()[name]
     torch.manual_seed(0)
     model = builder(**cfg.model_args).to(dev).eval()
+    size = cfg.size or input_size(name, model)
+    res = dict(model=name, size=size, device=str(dev), dtype=cfg.dtype, threads=torch.get_num_threads(),
+               compile=cfg.compile, pid=os.getpid(), load_avg_start=_loadavg())
     res['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
     res['params_trainable_m'] = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
     fl = model_flops(name, size, dev, **cfg.model_args)
