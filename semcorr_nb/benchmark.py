@@ -21,10 +21,10 @@ from .flow import corr_to_flow, transfer_keypoints
 __all__ = ['OWN', 'STAGE_ORDER', 'STAGES', 'MOVE_OPS', 'MAIN_MODELS', 'PAPER_SIZES', 'PAPER_FIGURES', 'rss_mb', 'peak_rss_mb',
            'reset_peak_rss', 'PeakMemory', 'sync', 'time_fn', 'summarize', 'matmul_peak', 'count_flops', 'stage_of',
            'by_stage', 'child_times', 'op_profile', 'show_op_profile', 'random_pair', 'random_keypoints',
-           'make_train_step', 'StandInConfig', 'StandIn', 'build_standin', 'model_table', 'resolve_models',
-           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'input_size', 'model_flops', 'flops_vs_size',
-           'bench_model', 'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table', 'make_parser',
-           'main', 'plot_stages']
+           'make_train_step', 'StandInConfig', 'StandIn', 'build_standin', 'model_table', 'resolve_models', 'build',
+           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'input_size', 'meta_model', 'model_flops',
+           'flops_vs_size', 'bench_model', 'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table',
+           'make_parser', 'main', 'plot_stages']
 
 # %% ../nbs/20_benchmark.ipynb #fb179958
 def _status_kb(key:str) -> float|None:
@@ -147,13 +147,15 @@ def count_flops(model:nn.Module, # the model; on `meta` or a real device
     by_child[OWN] = total - sum(by_child.values())
     return dict(total=total, by_child=by_child)
 
-# %% ../nbs/20_benchmark.ipynb #1482c630
+# %% ../nbs/20_benchmark.ipynb #8e78af8e
 STAGE_ORDER = ('backbone', 'correlation', 'aggregation', 'flow refinement')
 _STAGE_WORDS = {'backbone': {'backbone', 'vit', 'resnet', 'extractor', 'feat', 'features', 'encoder_feat'},
                 'correlation': {'corr', 'correlation', 'matching'},
                 'flow refinement': {'flow', 'sr', 'refine', 'refiner', 'refinement', 'upsample', 'upsampler',
                                     'fsr', 'decoder_flow', 'head_flow'}}
 STAGES = {   # model name -> {child name: stage}, for children whose names do not say it
+    'cats': {'appearance': 'aggregation', 'aggregator': 'aggregation'},
+    'transformatcher': {'match2match': 'aggregation'},
     'actr': {'aligner': 'aggregation', 'refiner': 'flow refinement'},
     # LPMFlow's pyramid holds its matching decoders and the feature SR that refines them to 64×64
     'lpmflow': {'tower': 'aggregation', 'pyramid': 'flow refinement', 'integration': 'flow refinement'},
@@ -359,7 +361,7 @@ def build_standin(tiny:bool=False, **overrides) -> StandIn:
     base = StandInConfig.tiny() if tiny else StandInConfig()
     return StandIn(StandInConfig(**{**asdict(base), **overrides}))
 
-# %% ../nbs/20_benchmark.ipynb #a5bb31c2
+# %% ../nbs/20_benchmark.ipynb #4fd23013
 MAIN_MODELS = ('cats', 'transformatcher', 'actr', 'lpmflow')
 PAPER_SIZES = {'cats': 256, 'transformatcher': 240, 'actr': 256, 'lpmflow': 256, 'standin': 256}
 PAPER_FIGURES = {   # official code on the project's 2-core CPU; paper/poster on a TITAN RTX
@@ -395,6 +397,16 @@ def resolve_models(spec:str, # comma-separated names, or 'all'
     unknown = [n for n in names if n not in table]
     if unknown: raise ValueError(f'unknown model(s) {unknown}; known: {", ".join(sorted(table))}')
     return names
+
+def build(builder, # a registry builder
+          **model_args, # config overrides
+         ) -> nn.Module:
+    "Build a model with random weights: `pretrained=False` unless asked otherwise (speed does not depend on the weights, and nothing may be downloaded)."
+    if 'pretrained' not in model_args:
+        try: return builder(pretrained=False, **model_args)
+        except TypeError as e:
+            if 'pretrained' not in str(e): raise
+    return builder(**model_args)
 
 # %% ../nbs/20_benchmark.ipynb #49024102
 def _split_batch(out, i:int, B:int):
@@ -468,7 +480,7 @@ def cache_frozen_backbones(model:nn.Module, # a model; every frozen child module
             caches.append(FeatureCache(child, max_items))
     return caches
 
-# %% ../nbs/20_benchmark.ipynb #7fff890d
+# %% ../nbs/20_benchmark.ipynb #c344545f
 @dataclass
 class BenchConfig:
     "Everything a benchmark run depends on (`python -m semcorr_nb.benchmark --help`)."
@@ -507,50 +519,46 @@ def _dtype(name:str) -> torch.dtype:
     if name not in d: raise ValueError(f'--dtype must be one of {sorted(d)}, got {name!r}')
     return d[name]
 
-def _meta_flops(builder, size:int) -> dict|None:
-    "FLOPs per pair counted on the meta device; None if the model cannot run there."
-    try:
-        with torch.device('meta'):
-            model = builder().eval()
-            src, trg = torch.empty(1, 3, size, size), torch.empty(1, 3, size, size)
-        return count_flops(model, (src, trg))
-    except Exception:
-        return None
-
 def input_size(name:str, # a name from `model_table()`
                model:nn.Module|None=None, # the built model (its config's `img_size` decides for full variants)
               ) -> int:
     "The input side a model is benchmarked at: its config's `img_size` (e.g. 512 for `actr-h`), its recipe's for tiny variants."
     size = model_table()[name][1]
-    own = getattr(getattr(model, 'config', None), 'img_size', None)
+    config = getattr(model, 'config', None) or getattr(model, 'cfg', None)
+    own = getattr(config, 'img_size', None)
     return int(own) if own and not name.endswith('-tiny') else size
+
+def meta_model(builder) -> nn.Module:
+    "The model on the `meta` device: built there directly, or (when its constructor computes values) built on the CPU and moved."
+    try:
+        with torch.device('meta'): return builder().eval()
+    except Exception:
+        return builder().eval().to('meta')
 
 def model_flops(name:str, size:int|None=None, device='cpu', **model_args) -> dict:
     "FLOPs of one pair through registered model `name` at `size` (default: `input_size`): total, per child, per stage."
-    builder = model_table()[name][0]
-    if model_args: builder = partial(builder, **model_args)
-    if not size:
-        with torch.device('meta'): size = input_size(name, builder())
-    f, how = _meta_flops(builder, size), 'meta'
-    if f is None:
+    builder = partial(build, model_table()[name][0], **model_args)
+    try:   # on meta: shapes only, no arithmetic
+        model = meta_model(builder)
+        size = size or input_size(name, model)
+        f, how = count_flops(model, (torch.empty(1, 3, size, size, device='meta'),) * 2), 'meta'
+    except Exception:   # the model reads a value on the way: count a real forward
         model = builder().to(device).eval()
+        size = size or input_size(name, model)
         f, how = count_flops(model, random_pair(1, size, device)), 'real'
-    with torch.device('meta'): model = builder()
     table = STAGES.get(name.removesuffix('-tiny'))
     return dict(total=f['total'], by_child=f['by_child'], by_stage=by_stage(f['by_child'], model, table), counted_on=how, size=size)
 
-# %% ../nbs/20_benchmark.ipynb #79ff6181
+# %% ../nbs/20_benchmark.ipynb #1ab1b35d
 def flops_vs_size(name:str, # a name from `model_table()`
                   sizes=(256, 320, 384, 448, 512), # input sides
                   **model_args,
                  ) -> dict: # {size: dict(total, by_stage)}
     "FLOPs of one pair at each input side (on `meta` when the model allows it)."
-    builder = model_table()[name][0]
-    if model_args: builder = partial(builder, **model_args)
+    builder = partial(build, model_table()[name][0], **model_args)
     table = STAGES.get(name.removesuffix('-tiny'))
     try:
-        with torch.device('meta'): model = builder().eval()
-        dev = 'meta'
+        model, dev = meta_model(builder), 'meta'
         count_flops(model, (torch.empty(1, 3, sizes[0], sizes[0], device=dev),) * 2)
     except Exception:
         model, dev = builder().eval(), 'cpu'
@@ -560,7 +568,7 @@ def flops_vs_size(name:str, # a name from `model_table()`
         out[S] = dict(total=f['total'], by_stage=by_stage(f['by_child'], model, table))
     return out
 
-# %% ../nbs/20_benchmark.ipynb #c7fe75ef
+# %% ../nbs/20_benchmark.ipynb #8e209439
 def bench_model(name:str, # a name from `model_table()`
                 cfg:BenchConfig, # a resolved config
                ) -> dict:
@@ -568,7 +576,7 @@ def bench_model(name:str, # a name from `model_table()`
     dev, dtype = torch.device(cfg.device), _dtype(cfg.dtype)
     builder, _ = model_table()[name]
     torch.manual_seed(0)
-    model = builder(**cfg.model_args).to(dev).eval()
+    model = build(builder, **cfg.model_args).to(dev).eval()
     size = cfg.size or input_size(name, model)
     res = dict(model=name, size=size, device=str(dev), dtype=cfg.dtype, threads=torch.get_num_threads(),
                compile=cfg.compile, pid=os.getpid(), load_avg_start=_loadavg())
@@ -577,6 +585,8 @@ def bench_model(name:str, # a name from `model_table()`
     fl = model_flops(name, size, dev, **cfg.model_args)
     res['flops'], res['flops_by_stage'], res['flops_counted_on'] = fl['total'], fl['by_stage'], fl['counted_on']
     run = torch.compile(model) if cfg.compile else model
+    # the yardstick again, right before this model's timings (a shared machine's load changes)
+    res['matmul_peak'] = matmul_peak(dev, dtype, n=cfg.matmul_n, repeats=3, warmup=1)
     res['infer'] = {}
     for B in cfg.batch_sizes:
         src, trg = random_pair(B, size, dev)
@@ -595,7 +605,10 @@ def bench_model(name:str, # a name from `model_table()`
         table = STAGES.get(name.removesuffix('-tiny'))
         res['stage_s'] = by_stage(ct, model, table)
         res['stage_s_by_child'], res['stage_total_s'] = ct, total
-    if cfg.train:
+    if cfg.train:   # a fresh model: nothing made under inference_mode may reach autograd
+        del model, run; gc.collect()
+        torch.manual_seed(0)
+        model = build(builder, **cfg.model_args).to(dev)
         caches = cache_frozen_backbones(model) if cfg.feature_cache else []
         B = cfg.train_batch
         step = make_train_step(_Compiled(torch.compile(model), model) if cfg.compile else model, B, size, dev, dtype)
@@ -618,7 +631,7 @@ def _loadavg():
     try: return [round(x, 2) for x in os.getloadavg()]
     except OSError: return None
 
-# %% ../nbs/20_benchmark.ipynb #5d4bd76c
+# %% ../nbs/20_benchmark.ipynb #674bb060
 def _child(name:str, cfg_dict:dict, threads:int) -> dict:
     "Entry point of the child process of one model."
     torch.set_num_threads(threads)
@@ -654,6 +667,8 @@ def derive(res:dict, peak_gflops:float) -> dict:
     t = res['infer'][str(B)]['median_s'] / B   # seconds per pair
     res['gflops_per_pair'] = res['flops'] / 1e9
     res['achieved_gflops'] = res['flops'] / t / 1e9
+    peak_gflops = max(peak_gflops, res.get('matmul_peak', {}).get('gflops', 0))   # never flatter the model
+    res['peak_gflops'] = peak_gflops
     res['peak_fraction'] = res['achieved_gflops'] / peak_gflops
     res['bound_ratio'] = 1 / res['peak_fraction'] if res['peak_fraction'] else math.inf
     ref = PAPER_FIGURES.get(res['model'])

@@ -4,7 +4,9 @@ from helpers import ROOT, run, PY
 
 def _bench(tmp_path, *args, check=True):
     out = tmp_path/'bench.json'
-    r = run([PY, '-m', 'semcorr_nb.benchmark', *args, '--out', str(out)], timeout=900, check=check)
+    # one thread: the test checks the machinery, and a shared machine starves a second OpenMP thread
+    r = run([PY, '-m', 'semcorr_nb.benchmark', *args, '--out', str(out)], timeout=900, check=check,
+            env={'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'})
     return r, (json.loads(out.read_text()) if out.exists() else None)
 
 def test_quick_run_all_models(tmp_path):
