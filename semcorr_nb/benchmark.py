@@ -22,9 +22,9 @@ __all__ = ['OWN', 'STAGE_ORDER', 'STAGES', 'MOVE_OPS', 'MAIN_MODELS', 'PAPER_SIZ
            'reset_peak_rss', 'PeakMemory', 'sync', 'time_fn', 'summarize', 'matmul_peak', 'count_flops', 'stage_of',
            'by_stage', 'child_times', 'op_profile', 'show_op_profile', 'random_pair', 'random_keypoints',
            'make_train_step', 'StandInConfig', 'StandIn', 'build_standin', 'model_table', 'resolve_models', 'build',
-           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'input_size', 'meta_model', 'model_flops',
-           'flops_vs_size', 'bench_model', 'bench_isolated', 'machine_info', 'derive', 'run_benchmark', 'format_table',
-           'make_parser', 'main', 'plot_stages']
+           'FeatureCache', 'cache_frozen_backbones', 'BenchConfig', 'input_size', 'config_of', 'sized_args',
+           'meta_model', 'model_flops', 'flops_vs_size', 'bench_model', 'bench_isolated', 'machine_info', 'derive',
+           'run_benchmark', 'format_table', 'make_parser', 'main', 'plot_stages']
 
 # %% ../nbs/20_benchmark.ipynb #fb179958
 def _status_kb(key:str) -> float|None:
@@ -480,7 +480,7 @@ def cache_frozen_backbones(model:nn.Module, # a model; every frozen child module
             caches.append(FeatureCache(child, max_items))
     return caches
 
-# %% ../nbs/20_benchmark.ipynb #c344545f
+# %% ../nbs/20_benchmark.ipynb #0e7f391b
 @dataclass
 class BenchConfig:
     "Everything a benchmark run depends on (`python -m semcorr_nb.benchmark --help`)."
@@ -524,9 +524,21 @@ def input_size(name:str, # a name from `model_table()`
               ) -> int:
     "The input side a model is benchmarked at: its config's `img_size` (e.g. 512 for `actr-h`), its recipe's for tiny variants."
     size = model_table()[name][1]
-    config = getattr(model, 'config', None) or getattr(model, 'cfg', None)
-    own = getattr(config, 'img_size', None)
+    own = getattr(config_of(model), 'img_size', None)
     return int(own) if own and not name.endswith('-tiny') else size
+
+def config_of(model:nn.Module):
+    "A model's config object (`model.config` or `model.cfg`), or None."
+    return getattr(model, 'config', None) or getattr(model, 'cfg', None)
+
+def sized_args(model:nn.Module, # a built model
+               size:int, # the input side wanted
+               model_args:dict, # the overrides it was built with
+              ) -> dict|None:
+    "Overrides that rebuild `model` for input side `size` when its config fixes the input size (`img_size`); None when it need not be rebuilt."
+    own = getattr(config_of(model), 'img_size', None)
+    if own is None or own == size or 'img_size' in model_args: return None
+    return {**model_args, 'img_size': size}
 
 def meta_model(builder) -> nn.Module:
     "The model on the `meta` device: built there directly, or (when its constructor computes values) built on the CPU and moved."
@@ -540,16 +552,20 @@ def model_flops(name:str, size:int|None=None, device='cpu', **model_args) -> dic
     builder = partial(build, model_table()[name][0], **model_args)
     try:   # on meta: shapes only, no arithmetic
         model = meta_model(builder)
+        if size and (args := sized_args(model, size, model_args)) is not None:
+            model = meta_model(partial(build, model_table()[name][0], **args))
         size = size or input_size(name, model)
         f, how = count_flops(model, (torch.empty(1, 3, size, size, device='meta'),) * 2), 'meta'
     except Exception:   # the model reads a value on the way: count a real forward
         model = builder().to(device).eval()
+        if size and (args := sized_args(model, size, model_args)) is not None:
+            model = build(model_table()[name][0], **args).to(device).eval()
         size = size or input_size(name, model)
         f, how = count_flops(model, random_pair(1, size, device)), 'real'
     table = STAGES.get(name.removesuffix('-tiny'))
     return dict(total=f['total'], by_child=f['by_child'], by_stage=by_stage(f['by_child'], model, table), counted_on=how, size=size)
 
-# %% ../nbs/20_benchmark.ipynb #1ab1b35d
+# %% ../nbs/20_benchmark.ipynb #e27ff6d5
 def flops_vs_size(name:str, # a name from `model_table()`
                   sizes=(256, 320, 384, 448, 512), # input sides
                   **model_args,
@@ -564,11 +580,15 @@ def flops_vs_size(name:str, # a name from `model_table()`
         model, dev = builder().eval(), 'cpu'
     out = {}
     for S in sizes:
-        f = count_flops(model, random_pair(1, S, dev) if dev != 'meta' else (torch.empty(1, 3, S, S, device=dev),) * 2)
-        out[S] = dict(total=f['total'], by_stage=by_stage(f['by_child'], model, table))
+        m = model
+        if (args := sized_args(model, S, model_args)) is not None:   # a model that resizes its input to its config's size
+            b = partial(build, model_table()[name][0], **args)
+            m = meta_model(b) if dev == 'meta' else b().eval()
+        f = count_flops(m, random_pair(1, S, dev) if dev != 'meta' else (torch.empty(1, 3, S, S, device=dev),) * 2)
+        out[S] = dict(total=f['total'], by_stage=by_stage(f['by_child'], m, table))
     return out
 
-# %% ../nbs/20_benchmark.ipynb #8e209439
+# %% ../nbs/20_benchmark.ipynb #48fd62e2
 def bench_model(name:str, # a name from `model_table()`
                 cfg:BenchConfig, # a resolved config
                ) -> dict:
@@ -576,13 +596,17 @@ def bench_model(name:str, # a name from `model_table()`
     dev, dtype = torch.device(cfg.device), _dtype(cfg.dtype)
     builder, _ = model_table()[name]
     torch.manual_seed(0)
-    model = build(builder, **cfg.model_args).to(dev).eval()
+    model_args = dict(cfg.model_args)
+    model = build(builder, **model_args).to(dev).eval()
+    if cfg.size and (args := sized_args(model, cfg.size, model_args)) is not None:
+        model_args = args   # the model resizes its input to its config's size: build it for this one
+        model = build(builder, **model_args).to(dev).eval()
     size = cfg.size or input_size(name, model)
     res = dict(model=name, size=size, device=str(dev), dtype=cfg.dtype, threads=torch.get_num_threads(),
                compile=cfg.compile, pid=os.getpid(), load_avg_start=_loadavg())
     res['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
     res['params_trainable_m'] = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
-    fl = model_flops(name, size, dev, **cfg.model_args)
+    fl = model_flops(name, size, dev, **model_args)
     res['flops'], res['flops_by_stage'], res['flops_counted_on'] = fl['total'], fl['by_stage'], fl['counted_on']
     run = torch.compile(model) if cfg.compile else model
     # the yardstick again, right before this model's timings (a shared machine's load changes)
@@ -608,7 +632,7 @@ def bench_model(name:str, # a name from `model_table()`
     if cfg.train:   # a fresh model: nothing made under inference_mode may reach autograd
         del model, run; gc.collect()
         torch.manual_seed(0)
-        model = build(builder, **cfg.model_args).to(dev)
+        model = build(builder, **model_args).to(dev)
         caches = cache_frozen_backbones(model) if cfg.feature_cache else []
         B = cfg.train_batch
         step = make_train_step(_Compiled(torch.compile(model), model) if cfg.compile else model, B, size, dev, dtype)
