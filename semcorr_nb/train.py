@@ -19,9 +19,9 @@ __all__ = ['PAPER_RECIPES', 'MODELS', 'DEFAULT_MODEL', 'DEFAULT_RUN', 'TrainConf
            'cleanup_distributed', 'all_gather_objects', 'param_groups', 'make_optimizer', 'lr_factor', 'autocast_for',
            'MetricsLog', 'to_device', 'normalise_batch', 'predict_keypoints', 'unwrap', 'evaluate_split', 'val_score',
            'NonFiniteLoss', 'EpochBatches', 'SeededPairs', 'fit', 'seed_all', 'model_config_dict', 'register_model',
-           'build_model', 'CachedPairs', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config', 'main']
+           'build_model', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config', 'main']
 
-# %% ../nbs/17_train.ipynb #080ae1da
+# %% ../nbs/17_train.ipynb #219fb3aa
 @dataclass
 class TrainConfig:
     "Everything a training run depends on. `python -m semcorr_nb.train --help` lists the fields as flags."
@@ -43,7 +43,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0              # max gradient norm; 0 disables
     augment: bool = True
-    cache_data: bool = False            # generate/load every training pair once and keep it in memory (small datasets)
+    synthetic_resample: bool = True     # synthetic benchmark: new training pairs every epoch
     train_pairs: int = 0                # use only the first N training pairs (0: all); synthetic: its size
     val_pairs: int = 0
     test_pairs: int = 0
@@ -325,7 +325,7 @@ def _checkpoint(model, opt, cfg, model_name, model_config, epoch, step_in_epoch,
                 model=unwrap(model).state_dict(), optimizer=opt.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
                 global_step=global_step, best=best, history=history, rng=rng_state())
 
-# %% ../nbs/17_train.ipynb #2f5e4412
+# %% ../nbs/17_train.ipynb #7ba62b95
 def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config:dict=None,
         train_set=None, val_set=None, test_set=None, stop_after_steps:int=None) -> dict:
     """Train `cfg` (building model and datasets from it unless given); returns a summary dict.
@@ -338,9 +338,6 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config
         model_name = model_name or type(model).__name__
         model_config = model_config if model_config is not None else model_config_dict(model)
         if train_set is None: train_set = build_dataset(cfg, 'trn')
-        if cfg.cache_data:
-            if cfg.augment: raise ValueError('--cache-data keeps pairs fixed: use it with --no-augment')
-            train_set = CachedPairs(train_set, cfg.num_workers, progress=d.main)
         if val_set is None: val_set = build_dataset(cfg, 'val')
         model.to(d.device)
         opt = make_optimizer(model, cfg)
@@ -455,7 +452,7 @@ def build_model(name:str, **overrides):
     m = MODELS[name][0](**overrides)
     return m, name, model_config_dict(m)
 
-# %% ../nbs/17_train.ipynb #efe0e98d
+# %% ../nbs/17_train.ipynb #a87072e7
 def _builder(module:str, make:str):
     "A builder importing `semcorr_nb.<module>` only when called; `make(mod, **overrides)` builds the model."
     def build(**overrides):
@@ -465,29 +462,20 @@ def _builder(module:str, make:str):
 
 for _name, _preset in [('cats', 'cats_spair'), ('cats-pfpascal', 'cats_pfpascal'), ('cats-tiny', 'cats_tiny')]:
     register_model(_name, _builder('cats', lambda m, _p=_preset, **kw: m.CATs(getattr(m, _p)(**kw))), 'cats')
-for _name, _preset in [('transformatcher', 'spair'), ('transformatcher-pfpascal', 'pfpascal'), ('transformatcher-tiny', 'tiny')]:
-    register_model(_name, _builder('transformatcher', lambda m, _p=_preset, **kw: m.transformatcher(_p, **kw)), 'transformatcher')
+for _name, _preset in [('transformatcher', 'tfm_spair'), ('transformatcher-pfpascal', 'tfm_pfpascal'), ('transformatcher-tiny', 'tfm_tiny')]:
+    register_model(_name, _builder('transformatcher', lambda m, _p=_preset, **kw: m.TransforMatcher(getattr(m, _p)(**kw))), 'transformatcher')
 for _name, _preset in [('actr', 'actr_base'), ('actr-h', 'actr_h'), ('actr-tiny', 'tiny')]:
     register_model(_name, _builder('actr', lambda m, _p=_preset, **kw: m.ACTR(m.actr_config(_p, **kw))), 'actr')
 for _name, _preset in [('lpmflow', 'lpmflow'), ('lpmflow-tiny', 'tiny')]:
     register_model(_name, _builder('lpmflow', lambda m, _p=_preset, **kw: m.LPMFlow(m.lpmflow_config(_p, **kw))), 'lpmflow')
 
-# %% ../nbs/17_train.ipynb #6fd3fc95
+# %% ../nbs/17_train.ipynb #0f02bc6a
 DEFAULT_MODEL = 'actr-tiny'
-DEFAULT_RUN = dict(img_size=128, augment=False, cache_data=True, epochs=6, batch_size=8, optimizer='adamw', head_lr=1e-3, backbone_lr=1e-3, weight_decay=0.01,
+DEFAULT_RUN = dict(img_size=128, augment=False, epochs=6, batch_size=8, optimizer='adamw', head_lr=1e-3, backbone_lr=1e-3, weight_decay=0.01,
                    scheduler='cosine', min_lr=1e-5, warmup_steps=50, train_pairs=2000, val_pairs=100, test_pairs=500)
 register_model('default', lambda **kw: build_model(DEFAULT_MODEL, **kw)[0], None)
 
-# %% ../nbs/17_train.ipynb #ff407666
-class CachedPairs(torch.utils.data.Dataset):
-    "Every record of `ds`, made once (with `workers` processes) and kept in memory."
-    def __init__(self, ds, workers:int=2, desc='caching pairs', progress=True):
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
-        self.records = list(tqdm(loader, total=len(ds), desc=desc, disable=not progress, leave=False))
-    def __len__(self): return len(self.records)
-    def __getitem__(self, i): return self.records[i]
-
-# %% ../nbs/17_train.ipynb #03afb414
+# %% ../nbs/17_train.ipynb #4889bf43
 def build_dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark`, at `cfg.img_size`, augmented when training."
     aug = cfg.augment and split == 'trn'
@@ -496,7 +484,8 @@ def build_dataset(cfg:TrainConfig, split:str):
         from semcorr_nb.synthetic import SyntheticCorrespondence
         from semcorr_nb.augment import PairAugment
         kw = dict(n_pairs=n) if n else {}
-        return SyntheticCorrespondence(split=split, img_size=cfg.img_size, augment=PairAugment() if aug else None, seed=cfg.seed, **kw)
+        return SyntheticCorrespondence(split=split, img_size=cfg.img_size, augment=PairAugment() if aug else None, seed=cfg.seed,
+                                       resample=cfg.synthetic_resample and split == 'trn', **kw)
     from semcorr_nb.data import load_dataset
     from semcorr_nb.augment import PairAugment
     ds = load_dataset(cfg.benchmark, split, datapath=cfg.datapath or None, img_size=cfg.img_size,
@@ -504,7 +493,7 @@ def build_dataset(cfg:TrainConfig, split:str):
     if n and n < len(ds): ds = torch.utils.data.Subset(ds, range(n))
     return ds
 
-# %% ../nbs/17_train.ipynb #17885470
+# %% ../nbs/17_train.ipynb #b2c26838
 @torch.no_grad()
 def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:float=0.1, indices=None, titles=None, predict=None):
     "Draw predicted matches of pairs `indices` (default: the first `n_pairs`) of `dataset` to `path` (PNG)."
@@ -538,7 +527,7 @@ def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:
     fig.savefig(path); plt.close(fig)
     return Path(path)
 
-# %% ../nbs/17_train.ipynb #46a822ab
+# %% ../nbs/17_train.ipynb #c864dca2
 def _flag(name): return '--' + name.replace('_', '-')
 
 def make_parser() -> argparse.ArgumentParser:
@@ -577,5 +566,5 @@ def main(argv=None):
     except (NonFiniteLoss, CheckpointMismatch, FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/17_train.ipynb #97806a40
+# %% ../nbs/17_train.ipynb #c94a01bb
 if __name__ == '__main__' and '__file__' in globals(): main()
