@@ -19,7 +19,8 @@ __all__ = ['PAPER_RECIPES', 'MODELS', 'DEFAULT_MODEL', 'DEFAULT_RUN', 'TrainConf
            'cleanup_distributed', 'all_gather_objects', 'param_groups', 'make_optimizer', 'lr_factor', 'autocast_for',
            'MetricsLog', 'to_device', 'normalise_batch', 'predict_keypoints', 'unwrap', 'evaluate_split', 'val_score',
            'NonFiniteLoss', 'EpochBatches', 'SeededPairs', 'fit', 'seed_all', 'model_config_dict', 'register_model',
-           'build_model', 'build_dataset', 'save_match_picture', 'make_parser', 'resolve_config', 'main']
+           'build_model', 'TinyMatcherConfig', 'TinyMatcher', 'build_dataset', 'save_match_picture', 'make_parser',
+           'resolve_config', 'main']
 
 # %% ../nbs/17_train.ipynb #219fb3aa
 @dataclass
@@ -452,7 +453,46 @@ def build_model(name:str, **overrides):
     m = MODELS[name][0](**overrides)
     return m, name, model_config_dict(m)
 
-# %% ../nbs/17_train.ipynb #a87072e7
+# %% ../nbs/17_train.ipynb #f168e096
+@dataclass
+class TinyMatcherConfig:
+    width: int = 24                 # channels of the first stage (×2, ×4 later)
+    temperature: float = 0.05       # τ of the training cross-entropy
+    beta: float = 0.02              # soft-argmax temperature for the flow
+
+class TinyMatcher(nn.Module):
+    "A small CNN matched by cosine correlation; cross-entropy over target cells (the embedded default)."
+    def __init__(self, config:TinyMatcherConfig=None, **overrides):
+        super().__init__()
+        self.config = c = dataclasses.replace(config or TinyMatcherConfig(), **overrides)
+        def block(i, o, s): return nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o), nn.ReLU())
+        w = c.width
+        self.backbone = nn.Sequential(block(3, w, 2), block(w, w, 1), block(w, 2 * w, 2), block(2 * w, 2 * w, 1),
+                                      block(2 * w, 4 * w, 1), block(4 * w, 4 * w, 1), nn.Conv2d(4 * w, 4 * w, 1))
+    def forward(self, src_img, trg_img):
+        from semcorr_nb.flow import corr_to_flow
+        from semcorr_nb.correlation import correlation
+        fs = nn.functional.normalize(self.backbone(src_img), dim=1)       # (B, C, h_s, w_s)
+        ft = nn.functional.normalize(self.backbone(trg_img), dim=1)       # (B, C, h_t, w_t)
+        corr = correlation(fs, ft, normalize=False)                       # (B, HW_s, HW_t)
+        return dict(flow=corr_to_flow(corr, fs.shape[-2:], ft.shape[-2:], beta=self.config.beta), corr=corr,
+                    src_feat=fs, trg_feat=ft)
+    def transfer(self, out, src_kps):
+        from semcorr_nb.flow import transfer_keypoints
+        return transfer_keypoints(out['flow'], src_kps)
+    def loss(self, out, batch):
+        from semcorr_nb.flow import sparse_epe
+        fs, ft, valid = out['src_feat'], out['trg_feat'], batch['kps_valid']
+        h, w = ft.shape[-2:]
+        q = nn.functional.grid_sample(fs, batch['src_kps'][:, :, None].to(fs.dtype), align_corners=False)[..., 0]  # (B, C, N)
+        logits = torch.einsum('bcn,bck->bnk', q, ft.flatten(2)) / self.config.temperature                          # (B, N, HW_t)
+        cell = ((batch['trg_kps'] + 1) / 2 * torch.tensor([w, h], device=ft.device)).long()
+        label = cell[..., 1].clamp(0, h - 1) * w + cell[..., 0].clamp(0, w - 1)                                   # (B, N)
+        ce = nn.functional.cross_entropy(logits[valid].float(), label[valid]) if valid.any() else logits.sum() * 0
+        with torch.no_grad(): epe = sparse_epe(self.transfer(out, batch['src_kps']), batch['trg_kps'], valid)
+        return ce, {'ce': ce.detach(), 'epe': epe}
+
+# %% ../nbs/17_train.ipynb #08845fc9
 def _builder(module:str, make:str):
     "A builder importing `semcorr_nb.<module>` only when called; `make(mod, **overrides)` builds the model."
     def build(**overrides):
@@ -469,13 +509,14 @@ for _name, _preset in [('actr', 'actr_base'), ('actr-h', 'actr_h'), ('actr-tiny'
 for _name, _preset in [('lpmflow', 'lpmflow'), ('lpmflow-tiny', 'tiny')]:
     register_model(_name, _builder('lpmflow', lambda m, _p=_preset, **kw: m.LPMFlow(m.lpmflow_config(_p, **kw))), 'lpmflow')
 
-# %% ../nbs/17_train.ipynb #0f02bc6a
-DEFAULT_MODEL = 'actr-tiny'
-DEFAULT_RUN = dict(img_size=128, augment=False, epochs=6, batch_size=8, optimizer='adamw', head_lr=1e-3, backbone_lr=1e-3, weight_decay=0.01,
-                   scheduler='cosine', min_lr=1e-5, warmup_steps=50, train_pairs=2000, val_pairs=100, test_pairs=500)
+# %% ../nbs/17_train.ipynb #7260b6d2
+register_model('tiny-matcher', lambda **kw: TinyMatcher(**kw), None)
+DEFAULT_MODEL = 'tiny-matcher'
+DEFAULT_RUN = dict(img_size=64, augment=False, epochs=16, batch_size=16, optimizer='adamw', head_lr=2e-3, backbone_lr=2e-3,
+                   weight_decay=1e-4, scheduler='cosine', min_lr=1e-5, train_pairs=2000, val_pairs=200, test_pairs=500)
 register_model('default', lambda **kw: build_model(DEFAULT_MODEL, **kw)[0], None)
 
-# %% ../nbs/17_train.ipynb #4889bf43
+# %% ../nbs/17_train.ipynb #5c8aa017
 def build_dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark`, at `cfg.img_size`, augmented when training."
     aug = cfg.augment and split == 'trn'
@@ -493,7 +534,7 @@ def build_dataset(cfg:TrainConfig, split:str):
     if n and n < len(ds): ds = torch.utils.data.Subset(ds, range(n))
     return ds
 
-# %% ../nbs/17_train.ipynb #b2c26838
+# %% ../nbs/17_train.ipynb #45179478
 @torch.no_grad()
 def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:float=0.1, indices=None, titles=None, predict=None):
     "Draw predicted matches of pairs `indices` (default: the first `n_pairs`) of `dataset` to `path` (PNG)."
@@ -527,7 +568,7 @@ def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:
     fig.savefig(path); plt.close(fig)
     return Path(path)
 
-# %% ../nbs/17_train.ipynb #c864dca2
+# %% ../nbs/17_train.ipynb #498fd572
 def _flag(name): return '--' + name.replace('_', '-')
 
 def make_parser() -> argparse.ArgumentParser:
@@ -566,5 +607,5 @@ def main(argv=None):
     except (NonFiniteLoss, CheckpointMismatch, FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/17_train.ipynb #c94a01bb
+# %% ../nbs/17_train.ipynb #7a60554b
 if __name__ == '__main__' and '__file__' in globals(): main()
