@@ -326,7 +326,7 @@ def _checkpoint(model, opt, cfg, model_name, model_config, epoch, step_in_epoch,
                 model=unwrap(model).state_dict(), optimizer=opt.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
                 global_step=global_step, best=best, history=history, rng=rng_state())
 
-# %% ../nbs/17_train.ipynb #7ba62b95
+# %% ../nbs/17_train.ipynb #64b0e542
 def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config:dict=None,
         train_set=None, val_set=None, test_set=None, stop_after_steps:int=None) -> dict:
     """Train `cfg` (building model and datasets from it unless given); returns a summary dict.
@@ -342,6 +342,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config
         if val_set is None: val_set = build_dataset(cfg, 'val')
         model.to(d.device)
         opt = make_optimizer(model, cfg)
+        base_lrs = [g['lr'] for g in opt.param_groups]   # before a resumed state overwrites them with scheduled values
         start_epoch, start_step, global_step, best, history = 0, 0, 0, -1.0, []
         if cfg.resume and (out/'last.pth').exists():
             ck = load_checkpoint(out/'last.pth')
@@ -358,7 +359,6 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == 'cuda' else None) if d.active else model
         log = MetricsLog(out, enabled=d.main, tensorboard=cfg.tensorboard)
         amp = autocast_for(cfg, d.device)
-        base_lrs = [g['lr'] for g in opt.param_groups]
         ran = 0
         for epoch in range(start_epoch, cfg.epochs):
             ddp.train()
