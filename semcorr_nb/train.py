@@ -326,7 +326,7 @@ def _checkpoint(model, opt, cfg, model_name, model_config, epoch, step_in_epoch,
                 model=unwrap(model).state_dict(), optimizer=opt.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
                 global_step=global_step, best=best, history=history, rng=rng_state())
 
-# %% ../nbs/17_train.ipynb #64b0e542
+# %% ../nbs/17_train.ipynb #4dc85a7f
 def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config:dict=None,
         train_set=None, val_set=None, test_set=None, stop_after_steps:int=None) -> dict:
     """Train `cfg` (building model and datasets from it unless given); returns a summary dict.
@@ -376,9 +376,10 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config
                     outp = ddp(batch['src_img'], batch['trg_img'])
                     loss, parts = unwrap(model).loss(outp, normalise_batch(batch))
                 if not torch.isfinite(loss):
-                    raise NonFiniteLoss(f'loss is {loss.item()} at epoch {epoch+1}, step {i+1} (global step {global_step+1}); '
-                                        f'the last good checkpoint is {out/"last.pth"}. Lower --head-lr, keep --grad-clip on, '
-                                        f'or check the data; resume with --resume once fixed.')
+                    saved = (f'the last good checkpoint is {out/"last.pth"}; resume with --resume once fixed'
+                             if (out/'last.pth').exists() else 'no last good checkpoint exists yet (nothing was saved)')
+                    raise NonFiniteLoss(f'loss is {loss.item()} at epoch {epoch+1}, step {i+1} (global step {global_step+1}); {saved}. '
+                                        f'Lower --head-lr, keep --grad-clip on, check --model-args and the data.')
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
