@@ -8,9 +8,8 @@ cfg = ConfigParser(delimiters=['='])
 cfg.read(here/'settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+licenses = {'apache2': 'Apache-2.0'}   # SPDX expression
 statuses = ['Planning', 'Pre-Alpha', 'Alpha', 'Beta', 'Production/Stable', 'Mature', 'Inactive']
-lic = licenses[cfg['license']]
 dev_requirements = cfg.get('dev_requirements', '').split()
 
 setuptools.setup(
@@ -21,10 +20,9 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     author=cfg['author'], author_email=cfg['author_email'],
     url=cfg['git_url'],
-    license=lic[0],
+    license=licenses[cfg['license']],
     classifiers=[f"Development Status :: {cfg['status']} - {statuses[int(cfg['status'])]}",
                  f"Intended Audience :: {cfg['audience'].title()}",
-                 f"License :: {lic[1]}",
                  f"Natural Language :: {cfg['language'].title()}",
                  "Programming Language :: Python :: 3",
                  "Topic :: Scientific/Engineering :: Image Recognition"],
