@@ -535,9 +535,9 @@ def build_dataset(cfg:TrainConfig, split:str):
     if n and n < len(ds): ds = torch.utils.data.Subset(ds, range(n))
     return ds
 
-# %% ../nbs/17_train.ipynb #45179478
+# %% ../nbs/17_train.ipynb #3fe91c63
 @torch.no_grad()
-def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:float=0.1, indices=None, titles=None, predict=None):
+def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=6, alpha:float=0.1, indices=None, titles=None, predict=None):
     "Draw predicted matches of pairs `indices` (default: the first `n_pairs`) of `dataset` to `path` (PNG)."
     import matplotlib; matplotlib.use('Agg', force=False)
     import matplotlib.pyplot as plt
@@ -549,7 +549,7 @@ def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=4, alpha:
     pred = (predict(batch) if predict is not None else predict_keypoints(model, batch)).cpu()
     batch = to_device(batch, 'cpu')
     ncols = min(3, len(pred)); nrows = -(-len(pred) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.3 * nrows), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.3 * nrows), dpi=70, squeeze=False)
     for ax in axes.flat[len(pred):]: ax.axis('off')
     for b, ax in enumerate(axes.flat[:len(pred)]):
         s_img, t_img = denormalize_image(batch['src_img'][b]).clamp(0, 1), denormalize_image(batch['trg_img'][b]).clamp(0, 1)
