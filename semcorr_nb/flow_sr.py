@@ -55,15 +55,17 @@ def window_attention(x:Tensor, # (B, H, W, C) tokens on a grid
     x = F.pad(x, (0, 0, 0, pw, 0, ph))                                          # (B, Hp, W p, C)
     nh, nw, n = (H + ph) // window, (W + pw) // window, window * window
     xw = x.view(b, nh, window, nw, window, c).transpose(2, 3).reshape(b, nh * nw, n, c)  # (B, nW, N, C)
-    q, k, v = qkv(xw).view(b, nh * nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5)  # 3 × (B, nW, h, N, d)
+    # (B·nW, h, N, d): 4-D inputs let SDPA use its fused CPU kernel (5-D ones fall back to the slow math path)
+    q, k, v = qkv(xw).view(b * nh * nw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 × (B·nW, h, N, d)
     mask = None if bias is None else bias.to(q.dtype)                          # (h, N, N)
     if ph or pw:
         valid = F.pad(x.new_ones(1, H, W), (0, pw, 0, ph))                      # (1, Hp, Wp)
         valid = valid.view(nh, window, nw, window).transpose(1, 2).reshape(nh * nw, 1, 1, n) > 0
         pad_mask = torch.zeros(valid.shape, dtype=q.dtype, device=x.device).masked_fill(~valid, float('-inf'))
-        mask = pad_mask if mask is None else mask + pad_mask                    # (nW, h|1, N, N)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                 # (B, nW, h, N, d)
-    y = proj(y.transpose(2, 3).reshape(b, nh, nw, window, window, c))
+        pad_mask = pad_mask.repeat(b, 1, 1, 1)                                  # (B·nW, 1, N, N)
+        mask = pad_mask if mask is None else mask + pad_mask                    # (B·nW, h|1, N, N)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                 # (B·nW, h, N, d)
+    y = proj(y.transpose(1, 2).reshape(b, nh, nw, window, window, c))
     return y.transpose(2, 3).reshape(b, H + ph, W + pw, c)[:, :H, :W]
 
 # %% ../nbs/12_flow_sr.ipynb #e02ca0c0
