@@ -326,7 +326,7 @@ def _checkpoint(model, opt, cfg, model_name, model_config, epoch, step_in_epoch,
                 model=unwrap(model).state_dict(), optimizer=opt.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
                 global_step=global_step, best=best, history=history, rng=rng_state())
 
-# %% ../nbs/17_train.ipynb #4dc85a7f
+# %% ../nbs/17_train.ipynb #3613b7d7
 def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config:dict=None,
         train_set=None, val_set=None, test_set=None, stop_after_steps:int=None) -> dict:
     """Train `cfg` (building model and datasets from it unless given); returns a summary dict.
@@ -415,8 +415,8 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, model_config
         summary = dict(history=history, best_val_pck=best, global_step=global_step, out=str(out))
         if cfg.test_after:
             if test_set is None: test_set = build_dataset(cfg, 'test')
+            if d.active: dist.barrier()          # every rank waits until rank 0 has written best.pth
             if (out/'best.pth').exists():
-                if d.active: dist.barrier()
                 unwrap(model).load_state_dict(load_checkpoint(out/'best.pth', map_location=d.device)['model'])
             meter = evaluate_split(ddp, _loader(test_set, cfg, d, 0, shuffle=False), d, cfg.eval_alphas, benchmark=_bench(cfg), amp=amp, desc='test')
             summary['test'] = meter.summary()
