@@ -65,7 +65,7 @@ class TrainConfig:
 
     def to_dict(self): return json.loads(json.dumps(asdict(self)))
 
-# %% ../nbs/17_train.ipynb #4f5ad347
+# %% ../nbs/17_train.ipynb #1982bcc8
 PAPER_RECIPES = {
     'cats':            dict(optimizer='adamw', head_lr=3e-5, backbone_lr=3e-6, weight_decay=0.05, scheduler='step',
                             milestones=[70, 80, 90], gamma=0.5, epochs=100, batch_size=32, img_size=256),
@@ -76,6 +76,7 @@ PAPER_RECIPES = {
     'lpmflow':         dict(optimizer='adamw', head_lr=4e-5, backbone_lr=3e-6, weight_decay=0.05, scheduler='constant',
                             epochs=10, batch_size=32, img_size=256),
 }
+PAPER_RECIPES['actr-h'] = {**PAPER_RECIPES['actr'], 'img_size': 512}   # "ACTR_h": the same recipe at 512
 
 # %% ../nbs/17_train.ipynb #15a46355
 def atomic_save(obj, path):
@@ -493,7 +494,7 @@ class TinyMatcher(nn.Module):
         with torch.no_grad(): epe = sparse_epe(self.transfer(out, batch['src_kps']), batch['trg_kps'], valid)
         return ce, {'ce': ce.detach(), 'epe': epe}
 
-# %% ../nbs/17_train.ipynb #08845fc9
+# %% ../nbs/17_train.ipynb #914000dd
 def _builder(module:str, make:str):
     "A builder importing `semcorr_nb.<module>` only when called; `make(mod, **overrides)` builds the model."
     def build(**overrides):
@@ -505,8 +506,8 @@ for _name, _preset in [('cats', 'cats_spair'), ('cats-pfpascal', 'cats_pfpascal'
     register_model(_name, _builder('cats', lambda m, _p=_preset, **kw: m.CATs(getattr(m, _p)(**kw))), 'cats')
 for _name, _preset in [('transformatcher', 'tfm_spair'), ('transformatcher-pfpascal', 'tfm_pfpascal'), ('transformatcher-tiny', 'tfm_tiny')]:
     register_model(_name, _builder('transformatcher', lambda m, _p=_preset, **kw: m.TransforMatcher(getattr(m, _p)(**kw))), 'transformatcher')
-for _name, _preset in [('actr', 'actr_base'), ('actr-h', 'actr_h'), ('actr-tiny', 'tiny')]:
-    register_model(_name, _builder('actr', lambda m, _p=_preset, **kw: m.ACTR(m.actr_config(_p, **kw))), 'actr')
+for _name, _preset, _recipe in [('actr', 'actr_base', 'actr'), ('actr-h', 'actr_h', 'actr-h'), ('actr-tiny', 'tiny', 'actr')]:
+    register_model(_name, _builder('actr', lambda m, _p=_preset, **kw: m.ACTR(m.actr_config(_p, **kw))), _recipe)
 for _name, _preset in [('lpmflow', 'lpmflow'), ('lpmflow-tiny', 'tiny')]:
     register_model(_name, _builder('lpmflow', lambda m, _p=_preset, **kw: m.LPMFlow(m.lpmflow_config(_p, **kw))), 'lpmflow')
 
@@ -569,7 +570,7 @@ def save_match_picture(model, dataset, path, device='cpu', n_pairs:int=6, alpha:
     fig.savefig(path); plt.close(fig)
     return Path(path)
 
-# %% ../nbs/17_train.ipynb #498fd572
+# %% ../nbs/17_train.ipynb #55c3aef7
 def _flag(name): return '--' + name.replace('_', '-')
 
 def make_parser() -> argparse.ArgumentParser:
@@ -599,7 +600,7 @@ def main(argv=None):
     "Entry point of `python -m semcorr_nb.train` (and of `torchrun ... -m semcorr_nb.train`)."
     args = vars(make_parser().parse_args(argv))
     if args.pop('list_models', False):
-        print('\n'.join(f'{n:28s} recipe: {r or "-"}' for n, (_, r) in sorted(MODELS.items()))); return
+        print('\n'.join(f'{n:28s} recipe: {"-" if n.endswith("-tiny") or not r else r}' for n, (_, r) in sorted(MODELS.items()))); return
     cfg = resolve_config(args)
     if int(os.environ.get('RANK', '0')) == 0:
         print('config:', json.dumps(cfg.to_dict()))
@@ -608,5 +609,5 @@ def main(argv=None):
     except (NonFiniteLoss, CheckpointMismatch, FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr); sys.exit(2)
 
-# %% ../nbs/17_train.ipynb #7a60554b
+# %% ../nbs/17_train.ipynb #9250e6e7
 if __name__ == '__main__' and '__file__' in globals(): main()
