@@ -57,7 +57,8 @@ def window_attention(x:Tensor, # (B, H, W, C) tokens on a grid
     xw = x.view(b, nh, window, nw, window, c).transpose(2, 3).reshape(b, nh * nw, n, c)  # (B, nW, N, C)
     # (B·nW, h, N, d): 4-D inputs let SDPA use its fused CPU kernel (5-D ones fall back to the slow math path)
     q, k, v = qkv(xw).view(b * nh * nw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 × (B·nW, h, N, d)
-    mask = None if bias is None else bias.to(q.dtype)                          # (h, N, N)
+    # a 4-D mask (1, h, N, N): SDPA's fused CPU kernel takes it, a 3-D one sends it to the math path (≈ 7× slower)
+    mask = None if bias is None else bias.to(q.dtype)[None]                    # (1, h, N, N)
     if ph or pw:
         valid = F.pad(x.new_ones(1, H, W), (0, pw, 0, ph))                      # (1, Hp, Wp)
         valid = valid.view(nh, window, nw, window).transpose(1, 2).reshape(nh * nw, 1, 1, n) > 0
