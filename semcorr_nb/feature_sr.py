@@ -12,7 +12,7 @@ from .alignment import arf_gate, SelfAttention, CrossAttention, SourcePositional
 from .flow_sr import WindowUnit
 
 # %% auto #0
-__all__ = ['MatchingBlock', 'FeatureSR', 'ProgressiveFeatureSR']
+__all__ = ['MatchingBlock', 'window_unit_nhwc', 'FeatureSR', 'ProgressiveFeatureSR']
 
 # %% ../nbs/15_feature_sr.ipynb #7fff391d
 class MatchingBlock(nn.Module):
@@ -53,7 +53,19 @@ class MatchingBlock(nn.Module):
             s = s + self.mlp(self.norm2(s))
         return s, t, attn[:, 1:, 1:]
 
-# %% ../nbs/15_feature_sr.ipynb #72a5192c
+# %% ../nbs/15_feature_sr.ipynb #ad39be90
+def window_unit_nhwc(unit:WindowUnit, # a `flow_sr.WindowUnit`
+                     t:Tensor, # (B, H, W, C) channels-last map
+                    ) -> Tensor: # (B, H, W, C), equal to `unit(t.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)`
+    "`WindowUnit.forward` without the layout switches: every step on a channels-last map."
+    y = t + unit.attn(unit.norm1(t))
+    z = y + unit.mlp(unit.norm2(y))
+    x = t + unit.norm_out(z)                                                       # (B, H, W, C)
+    pooled = torch.stack([x.mean((1, 2)), x.amax((1, 2))])[..., None, None]      # (2, B, C, 1, 1)
+    gate = unit.channel.mlp(pooled.flatten(0, 1)).view(2, x.shape[0], 1, 1, -1).sum(0)  # (B, 1, 1, C)
+    return x * (1 + torch.sigmoid(gate))
+
+# %% ../nbs/15_feature_sr.ipynb #2b02004c
 class FeatureSR(nn.Module):
     "LPMFlow's feature super-resolution U(·): tokens (CLS + h×w) → (CLS + 2h×2w), bilinear ×2 + window-attention units."
     def __init__(self, dim:int=768, heads:int=8, window:int=4, depth:int=2,
@@ -67,12 +79,14 @@ class FeatureSR(nn.Module):
                 hw:tuple[int,int],
                ) -> Tensor: # (B, 1 + (f·h)*(f·w), C)
         b, _, c = tokens.shape
-        grid = tokens[:, 1:].transpose(1, 2).reshape(b, c, *hw)                       # (B, C, h, w)
+        grid = tokens[:, 1:].reshape(b, *hw, c).permute(0, 3, 1, 2)                   # (B, C, h, w), channels-last in memory
         up = F.interpolate(grid, scale_factor=self.factor, mode='bilinear', align_corners=False)
-        if self.units is not None: up = self.units(up)                                 # (B, C, fh, fw)
-        return torch.cat([tokens[:, :1], up.flatten(2).transpose(1, 2)], 1)
+        up = up.permute(0, 2, 3, 1)                                                    # (B, fh, fw, C)
+        if self.units is not None:
+            for unit in self.units: up = window_unit_nhwc(unit, up)
+        return torch.cat([tokens[:, :1], up.reshape(b, -1, c)], 1)
 
-# %% ../nbs/15_feature_sr.ipynb #7e2a5899
+# %% ../nbs/15_feature_sr.ipynb #a19bea8a
 class ProgressiveFeatureSR(nn.Module):
     "Dec1 (16↔16) → U → shared Dec2 (16↔32, 32↔16) → fuse → Dec3 (32↔32); returns the correlations."
     def __init__(self, dim:int=768, heads:int=8, mlp_ratio:float=4., drop:float=0.1,

@@ -29,7 +29,7 @@ def region_position_index(hw:tuple[int,int], # (h, w) token grid of each image
     dc = c[:, None] - c[None] + w - 1
     return (region * (2 * h - 1) + dr) * (2 * w - 1) + dc
 
-# %% ../nbs/14_layout_aware.ipynb #922cef35
+# %% ../nbs/14_layout_aware.ipynb #79e3502d
 class RegionPositionBias(nn.Module):
     "Learned additive attention bias per head over (image pair, 2-D offset) for the joint patch sequence."
     def __init__(self, heads:int, # attention heads
@@ -39,7 +39,18 @@ class RegionPositionBias(nn.Module):
         self.grid = grid
         self.table = nn.Parameter(torch.zeros(heads, 4, 2 * grid - 1, 2 * grid - 1))  # (heads, regions, dr, dc)
         nn.init.trunc_normal_(self.table, std=0.02)
+        # the index of the stored grid is a buffer (moves with the module); other grids are cached on first use
+        self.register_buffer('index', region_position_index((grid, grid)), persistent=False)
         self._index = {}
+
+    def table_index(self, hw:tuple[int,int], device) -> Tensor:
+        "The (2hw, 2hw) index for grid `hw`, built outside inference mode so that training can reuse it."
+        if tuple(hw) == (self.grid, self.grid) and self.index.device == torch.device(device): return self.index
+        key = (*hw, str(device))
+        if key not in self._index:
+            # a tensor made under `torch.inference_mode` cannot be saved for backward later: build a normal one
+            with torch.inference_mode(False): self._index[key] = region_position_index(tuple(hw), device)
+        return self._index[key]
 
     def forward(self, hw:tuple[int,int]) -> Tensor:
         "The bias (heads, 2hw, 2hw) between all patch tokens of the two images."
@@ -49,11 +60,9 @@ class RegionPositionBias(nn.Module):
             hd = t.shape[0]
             t = F.interpolate(t.flatten(0, 1)[None].float(), size=(2 * h - 1, 2 * w - 1), mode='bicubic',
                               align_corners=True)[0].view(hd, 4, 2 * h - 1, 2 * w - 1).to(self.table.dtype)
-        key = (h, w, str(t.device))
-        if key not in self._index: self._index[key] = region_position_index((h, w), t.device)
-        return t.flatten(1)[:, self._index[key]]                                       # (heads, 2hw, 2hw)
+        return t.flatten(1)[:, self.table_index((h, w), t.device)]                     # (heads, 2hw, 2hw)
 
-# %% ../nbs/14_layout_aware.ipynb #b5c23312
+# %% ../nbs/14_layout_aware.ipynb #d314272a
 class JointBlock(nn.Module):
     "Pre-norm transformer block on `F.scaled_dot_product_attention` with an optional additive bias."
     def __init__(self, dim:int, heads:int, mlp_ratio:float=4., drop:float=0.1):
@@ -71,15 +80,17 @@ class JointBlock(nn.Module):
         return self.qkv(self.norm1(x)).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x:Tensor, # (B, N, C)
-                bias:Tensor|None=None, # (heads, N, N) additive attention bias
+                bias:Tensor|None=None, # (heads, N, N) or (1, heads, N, N) additive attention bias
                ) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv_heads(x)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype))  # (B, h, N, d)
+        # a 4-D mask lets SDPA take its fused CPU kernel (a 3-D one falls back to the slower math path)
+        mask = None if bias is None else (bias if bias.dim() == 4 else bias[None]).to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                 # (B, h, N, d)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, c)))
         return x + self.mlp(self.norm2(x))
 
-# %% ../nbs/14_layout_aware.ipynb #f4de8c05
+# %% ../nbs/14_layout_aware.ipynb #7b307324
 class JointTower(nn.Module):
     "LPMFlow's single tower: source and target tokens encoded together with region-based relative positions."
     def __init__(self, dim:int=768, depth:int=6, heads:int=8, mlp_ratio:float=4.,
@@ -99,6 +110,7 @@ class JointTower(nn.Module):
         self.biases = nn.ModuleList(RegionPositionBias(heads, grid) for _ in range(depth)) if region_pe else None
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(self._init)
+        self._bias_cache = {}                                                # block -> (table state, bias), inference only
 
     @staticmethod
     def _init(m):
@@ -113,9 +125,17 @@ class JointTower(nn.Module):
         return self.drop(x)
 
     def bias(self, i:int, hw:tuple[int,int]) -> Tensor|None:
-        "Block `i`'s attention bias over the joint sequence (heads, 2 + 2hw, 2 + 2hw); zero on CLS rows/columns."
+        "Block `i`'s attention bias over the joint sequence (1, heads, 2 + 2hw, 2 + 2hw); zero on CLS rows/columns."
         if self.biases is None: return None
-        return F.pad(self.biases[i](hw), (2, 0, 2, 0))
+        table = self.biases[i].table
+        if torch.is_grad_enabled() and table.requires_grad: return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
+        # no gradient wanted (inference): reuse the gathered bias until the table changes (version counter)
+        key = (tuple(hw), table.device, table.dtype, table.data_ptr(), table._version)
+        hit = self._bias_cache.get(i)
+        if hit is None or hit[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                hit = self._bias_cache[i] = (key, F.pad(self.biases[i](hw), (2, 0, 2, 0))[None])
+        return hit[1]
 
     def forward(self, src:Tensor, # (B, 1 + h*w, C) source tokens, CLS first
                 trg:Tensor, # (B, 1 + h*w, C) target tokens, CLS first
