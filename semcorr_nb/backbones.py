@@ -104,7 +104,7 @@ def param_groups(model:nn.Module, # a model holding one or more `Backbone`s
               dict(name='head', params=[p for p in trainable if id(p) not in in_backbone], lr=head_lr, **extra)]
     return [g for g in groups if g['params']]
 
-# %% ../nbs/06_backbones.ipynb #0bd72786
+# %% ../nbs/06_backbones.ipynb #6a48929e
 class ResNetTaps(Backbone):
     "A timm bottleneck ResNet returning the feature maps of the chosen layer ids (0 = stem, k = k-th bottleneck)."
     def __init__(self,
@@ -115,6 +115,7 @@ class ResNetTaps(Backbone):
                  freeze:bool=False, # no gradients and eval mode for the whole backbone
                  tiny:bool=False, # same block layout, 8x fewer channels, random weights
                  tap:str='post_relu', # 'post_relu' (TransforMatcher) or 'pre_relu' (CATs: after the residual add)
+                 channels_last:bool=True, # run the convolutions in NHWC memory order (faster with oneDNN and cuDNN)
                 ):
         super().__init__()
         if tap not in ('post_relu', 'pre_relu'): raise ValueError(f"tap must be 'post_relu' or 'pre_relu', got {tap!r}")
@@ -145,7 +146,8 @@ class ResNetTaps(Backbone):
         if tap == 'pre_relu':
             for s in keep:
                 for b in s: b.act3 = nn.Identity()
-        self.net = net
+        self.channels_last = channels_last
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         # channels and strides of every layer id
         red = {f['module']: f['reduction'] for f in net.feature_info}
         all_ch = [net.bn1.num_features] + [b.conv3.out_channels for s in keep for b in s]
@@ -159,6 +161,7 @@ class ResNetTaps(Backbone):
                ) -> list[Tensor]:
         "The taps, in `layer_ids` order: a list of `(B, C_i, H_i, W_i)` maps."
         n = self.net
+        if self.channels_last: img = img.contiguous(memory_format=torch.channels_last)
         x = n.maxpool(n.act1(n.bn1(n.conv1(img))))  # (B, 64, H/4, W/4)
         feats = {0: x}  # only the wanted maps are kept
         k, pre = 0, self.tap == 'pre_relu'

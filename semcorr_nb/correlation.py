@@ -9,15 +9,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['l2_normalize', 'correlation', 'corr_to_4d', 'corr_to_2d', 'multilayer_correlation', 'mutual_nn_filter']
+__all__ = ['l2_normalize', 'inverse_norms', 'correlation', 'corr_to_4d', 'corr_to_2d', 'multilayer_correlation',
+           'mutual_nn_filter']
 
-# %% ../nbs/01_correlation.ipynb #862cf520
+# %% ../nbs/01_correlation.ipynb #ff776191
 def l2_normalize(feat:Tensor, # features, e.g. (B, C, H, W)
                  dim:int=1, # the channel dimension
                  eps:float=1e-6, # added to the squared norm before the square root
                 ) -> Tensor: # same shape, unit norm along `dim` (zero vectors stay zero)
     "Divide each feature vector by `sqrt(sum f² + eps)` along `dim`."
     return feat * torch.rsqrt(feat.pow(2).sum(dim, keepdim=True) + eps)
+
+def inverse_norms(feat:Tensor, # (B, C, H, W) features
+                  eps:float=1e-6, # see `l2_normalize`
+                 ) -> Tensor: # (B, H*W) `1 / sqrt(sum_c f² + eps)` of every cell
+    "The scale `l2_normalize` applies to each cell, flattened row-major."
+    return torch.rsqrt(torch.linalg.vector_norm(feat, dim=1).flatten(1).square() + eps)
+
+def _cells(feat:Tensor) -> Tensor:
+    "(B, C, H, W) -> (B, H*W, C), a view for NCHW- and for channels-last-contiguous maps."
+    if not feat.is_contiguous() and feat.is_contiguous(memory_format=torch.channels_last):
+        return feat.permute(0, 2, 3, 1).flatten(1, 2)
+    return feat.flatten(2).transpose(1, 2)
 
 def correlation(src_feat:Tensor, # (B, C, H_s, W_s) source features
                 trg_feat:Tensor, # (B, C, H_t, W_t) target features
@@ -27,8 +40,9 @@ def correlation(src_feat:Tensor, # (B, C, H_s, W_s) source features
     "Cosine correlation of every source cell with every target cell."
     if src_feat.ndim != 4 or trg_feat.ndim != 4 or src_feat.shape[:2] != trg_feat.shape[:2]:
         raise ValueError(f"expected (B, C, H, W) features with equal B and C, got {tuple(src_feat.shape)} and {tuple(trg_feat.shape)}")
-    if normalize: src_feat, trg_feat = l2_normalize(src_feat, 1, eps), l2_normalize(trg_feat, 1, eps)
-    return src_feat.flatten(2).transpose(1, 2) @ trg_feat.flatten(2)  # (B, HW_s, C) @ (B, C, HW_t)
+    raw = _cells(src_feat) @ _cells(trg_feat).transpose(1, 2)  # (B, HW_s, C) @ (B, C, HW_t)
+    if not normalize: return raw
+    return raw * (inverse_norms(src_feat, eps)[:, :, None] * inverse_norms(trg_feat, eps)[:, None, :])
 
 # %% ../nbs/01_correlation.ipynb #d76c2783
 def corr_to_4d(corr:Tensor, # (..., H_s*W_s, H_t*W_t) correlation
@@ -46,7 +60,7 @@ def corr_to_2d(corr4d:Tensor, # (..., H_s, W_s, H_t, W_t) correlation
     "Flatten a 4D correlation back to a matrix (rows = source cells, row-major)."
     return corr4d.flatten(-2).flatten(-3, -2)
 
-# %% ../nbs/01_correlation.ipynb #5c983897
+# %% ../nbs/01_correlation.ipynb #db7e5948
 def _size2(size):
     "An int or a pair as an (h, w) pair."
     return (size, size) if isinstance(size, int) else tuple(size)
@@ -68,10 +82,17 @@ def multilayer_correlation(src_feats:list, # L source feature maps (B, C_l, H_l,
         raise ValueError(f"need the same, non-zero number of source and target layers, got {len(src_feats)} and {len(trg_feats)}")
     size_s = _size2(size) if size is not None else tuple(src_feats[0].shape[-2:])
     size_t = _size2(trg_size) if trg_size is not None else (_size2(size) if size is not None else tuple(trg_feats[0].shape[-2:]))
+    def prepare(f, size):  # (map on the common grid, its inverse norms or None if already normalised)
+        if not normalize_first: f = _resize(f, size)
+        elif tuple(f.shape[-2:]) != size: return _resize(l2_normalize(f, 1, eps), size), None
+        return f, inverse_norms(f, eps)   # same grid: normalising is a scale of the product (see `correlation`)
     corrs = []
     for fs, ft in zip(src_feats, trg_feats):
-        if normalize_first: fs, ft = l2_normalize(fs, 1, eps), l2_normalize(ft, 1, eps)
-        corrs.append(correlation(_resize(fs, size_s), _resize(ft, size_t), normalize=not normalize_first, eps=eps))
+        (fs, ns), (ft, nt) = prepare(fs, size_s), prepare(ft, size_t)
+        c = correlation(fs, ft, normalize=False)                                       # (B, HW_s, HW_t)
+        if ns is not None: c = c * ns[:, :, None]
+        if nt is not None: c = c * nt[:, None, :]
+        corrs.append(c)
     corr = torch.stack(corrs, 1)
     return corr.relu() if relu else corr
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn, Tensor
 
 # %% auto #0
-__all__ = ['POS_EMBEDDINGS', 'rotate_pairs', 'rope_frequencies', 'rope_1d', 'plane_layout', 'rope_4d_positions', 'Rotary', 'RoPE',
-           'official_pixel_freqs', 'rope1d_official_angles', 'rope1d_official', 'sinusoidal_4d', 'PositionalEncoding',
-           'make_positional_encoding']
+__all__ = ['POS_EMBEDDINGS', 'rotate_pairs', 'rope_frequencies', 'rope_1d', 'plane_layout', 'rope_4d_positions',
+           'rotate_pairs_complex', 'Rotary', 'RoPE', 'official_pixel_freqs', 'rope1d_official_angles',
+           'rope1d_official', 'sinusoidal_4d', 'PositionalEncoding', 'make_positional_encoding']
 
 # %% ../nbs/08_rope.ipynb #7450d0ee
 def rotate_pairs(x:Tensor, # (..., d) vectors, d even
@@ -60,17 +60,34 @@ def rope_4d_positions(h_s:int, w_s:int, # source grid
     axes = [torch.arange(n, device=device, dtype=torch.float32) for n in (h_s, w_s, h_t, w_t)]
     return torch.cartesian_prod(*axes)
 
-# %% ../nbs/08_rope.ipynb #de3cb2c1
+# %% ../nbs/08_rope.ipynb #02ec10e1
+def rotate_pairs_complex(x:Tensor, # (..., d) float32 or float64 vectors, d even
+                         phase:Tensor, # (..., d/2) complex unit phases e^{i angle} (broadcast against x)
+                        )->Tensor: # (..., d), same dtype as x
+    "`rotate_pairs` as one complex multiply of each pair `x[2i] + i x[2i+1]` by its phase."
+    pairs = x.unflatten(-1, (-1, 2))
+    if pairs.stride(-1) != 1 or pairs.storage_offset() % 2 or any(s % 2 for s in pairs.stride()[:-1]):
+        pairs = pairs.contiguous()  # view_as_complex needs (re, im) adjacent and even strides
+    return torch.view_as_real(torch.view_as_complex(pairs) * phase).flatten(-2).to(x.dtype)
+
+# %% ../nbs/08_rope.ipynb #a7722843
 class Rotary:
-    "Precomputed cos/sin tables for one set of positions; call it on (B, H, N, d) queries or keys."
+    "Precomputed cos/sin and phase tables for one set of positions; call it on (B, H, N, d) queries or keys."
     def __init__(self,
                  angles:Tensor, # (G, N, d/2) plane angles; G = 1 (all heads alike) or H
                 ):
-        self.cos, self.sin = angles.cos(), angles.sin()  # float32
+        # the tables are cached and reused: made outside inference mode (even when first asked for inside
+        # it), so that a model evaluated under `torch.inference_mode` can still be trained afterwards
+        with torch.inference_mode(False), torch.no_grad():
+            self.cos, self.sin = angles.cos(), angles.sin()  # float32
+            self.phase = torch.complex(self.cos, self.sin)  # (G, N, d/2) complex64
+            self.phase_tokens_first = self.phase.transpose(0, 1).contiguous()  # (N, G, d/2), for (B, N, H, d/2) layouts
     def __call__(self, x:Tensor, # (B, H, N, d)
                 )->Tensor: # (B, H, N, d), rotated, same dtype
+        if x.dtype in (torch.float32, torch.float64): return rotate_pairs_complex(x, self.phase)
         return rotate_pairs(x, self.cos, self.sin)
 
+# %% ../nbs/08_rope.ipynb #ef05e998
 class RoPE(nn.Module):
     "Rotary embedding of positions with `n_axes` coordinates; planes of all `heads` are dealt out round-robin."
     def __init__(self,
@@ -110,7 +127,7 @@ class RoPE(nn.Module):
             self._cache[key] = Rotary(self.angles(pos))
         return self._cache[key]
 
-# %% ../nbs/08_rope.ipynb #5bf6d43d
+# %% ../nbs/08_rope.ipynb #c8fe3ddd
 def official_pixel_freqs(head_dim:int, # d
                          max_freq:float=10., # rotary-embedding-torch's `max_freq` for 'pixel'
                         )->Tensor: # (d/2,) float32
@@ -130,7 +147,7 @@ def rope1d_official(x:Tensor, # (B, H, N, d)
     "Rotate queries/keys as the official TransforMatcher code does (1D, flattened index, every head alike)."
     return Rotary(rope1d_official_angles(x.shape[-2], x.shape[-1], max_freq, x.device))(x)
 
-# %% ../nbs/08_rope.ipynb #8098dcbd
+# %% ../nbs/08_rope.ipynb #bea92786
 def sinusoidal_4d(pos:Tensor, # (N, A) positions
                   dim:int, # token dim D
                   base:float=100.)->Tensor: # (N, D) float32
