@@ -101,13 +101,14 @@ class ChannelAttention(nn.Module):
         gate = self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True))  # (B, C, 1, 1)
         return x * (1 + torch.sigmoid(gate))
 
-# %% ../nbs/12_flow_sr.ipynb #24e5405d
+# %% ../nbs/12_flow_sr.ipynb #b9fc4d07
 def in_window_bands(fn, # (b, h, W, C) → (b, h, W, C'), acting within rows of `window`×`window` windows
                     t:Tensor, # (B, H, W, C) tokens
                     window:int, # band heights are multiples of this (or the whole height)
-                    max_tokens:int=4096, # tokens per call (at least one row of windows)
+                    max_tokens:int|None=4096, # tokens per call (at least one row of windows); None: one call
                    ) -> Tensor:
     "`fn(t)`, computed on bands of whole window rows of at most `max_tokens` tokens and put back together."
+    if max_tokens is None: return fn(t)
     b, H, W, c = t.shape
     rows = min(H, window * max(1, max_tokens // (window * W)))                  # band height
     if H % rows == 0:                                                            # bands tile the grid: a free view
@@ -118,7 +119,7 @@ def in_window_bands(fn, # (b, h, W, C) → (b, h, W, C'), acting within rows of 
         return out.view(b, H, W, out.shape[-1])
     return torch.cat([fn(x) for x in t.split(rows, 1)], 1)                      # the last band is shorter
 
-# %% ../nbs/12_flow_sr.ipynb #a8a9f003
+# %% ../nbs/12_flow_sr.ipynb #dfb8c8f7
 class WindowUnit(nn.Module):
     "One refinement unit: Swin block (window `window`, no shift) + LN + outer residual + channel attention."
     def __init__(self, dim:int=96, heads:int=8, window:int=8, mlp_ratio:float=4., reduction:int=16):
@@ -139,7 +140,8 @@ class WindowUnit(nn.Module):
     def forward(self, x:Tensor, # (B, C, H, W); fastest in channels-last memory (then no copy at all)
                ) -> Tensor: # (B, C, H, W) in channels-last memory
         t = x.permute(0, 2, 3, 1).contiguous()                                   # (B, H, W, C): a free view if x is channels-last
-        out = in_window_bands(self.block, t, self.attn.window, self.max_tokens)  # (B, H, W, C)
+        bands = self.max_tokens if t.device.type == 'cpu' else None               # a GPU wants one big batch
+        out = in_window_bands(self.block, t, self.attn.window, bands)            # (B, H, W, C)
         return self.channel(out.permute(0, 3, 1, 2))                             # channels-last view, no copy
 
 # %% ../nbs/12_flow_sr.ipynb #dc523d19
