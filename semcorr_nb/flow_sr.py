@@ -14,7 +14,7 @@ from .flow import corr_to_flow
 
 # %% auto #0
 __all__ = ['upsample_flow', 'flow_to_cells', 'cells_to_flow', 'relative_position_index', 'window_attention', 'WindowAttention',
-           'ChannelAttention', 'WindowUnit', 'DualWindowBlock', 'FlowRefiner']
+           'ChannelAttention', 'in_window_bands', 'WindowUnit', 'DualWindowBlock', 'FlowRefiner']
 
 # %% ../nbs/12_flow_sr.ipynb #1b6b42ae
 def upsample_flow(flow:Tensor, # (B, 2, h, w) normalised flow
@@ -41,7 +41,7 @@ def relative_position_index(window:int) -> Tensor:
     rel = pos[:, None] - pos[None] + (window - 1)                           # (N, N, 2) in [0, 2w-2]
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
-# %% ../nbs/12_flow_sr.ipynb #993b2792
+# %% ../nbs/12_flow_sr.ipynb #0ce5f6f4
 def window_attention(x:Tensor, # (B, H, W, C) tokens on a grid
                      qkv:nn.Linear, # C → 3C projection
                      proj:nn.Linear, # C → C output projection
@@ -52,9 +52,9 @@ def window_attention(x:Tensor, # (B, H, W, C) tokens on a grid
     "Multi-head self-attention inside non-overlapping `window`×`window` windows: (B, H, W, C)."
     b, H, W, c = x.shape
     ph, pw = -H % window, -W % window
-    x = F.pad(x, (0, 0, 0, pw, 0, ph))                                          # (B, Hp, W p, C)
+    if ph or pw: x = F.pad(x, (0, 0, 0, pw, 0, ph))                            # (B, Hp, Wp, C)
     nh, nw, n = (H + ph) // window, (W + pw) // window, window * window
-    xw = x.view(b, nh, window, nw, window, c).transpose(2, 3).reshape(b, nh * nw, n, c)  # (B, nW, N, C)
+    xw = x.reshape(b, nh, window, nw, window, c).transpose(2, 3).reshape(b * nh * nw, n, c)  # (B·nW, N, C): one copy
     # (B·nW, h, N, d): 4-D inputs let SDPA use its fused CPU kernel (5-D ones fall back to the slow math path)
     q, k, v = qkv(xw).view(b * nh * nw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 × (B·nW, h, N, d)
     # a 4-D mask (1, h, N, N): SDPA's fused CPU kernel takes it, a 3-D one sends it to the math path (≈ 7× slower)
@@ -66,8 +66,9 @@ def window_attention(x:Tensor, # (B, H, W, C) tokens on a grid
         pad_mask = pad_mask.repeat(b, 1, 1, 1)                                  # (B·nW, 1, N, N)
         mask = pad_mask if mask is None else mask + pad_mask                    # (B·nW, h|1, N, N)
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                 # (B·nW, h, N, d)
-    y = proj(y.transpose(1, 2).reshape(b, nh, nw, window, window, c))
-    return y.transpose(2, 3).reshape(b, H + ph, W + pw, c)[:, :H, :W]
+    y = proj(y.transpose(1, 2).reshape(b * nh * nw * n, c))                     # (B·nW·N, C), tokens in window order
+    y = y.view(b, nh, nw, window, window, c).transpose(2, 3).reshape(b, H + ph, W + pw, c)  # back to the grid: one copy
+    return y[:, :H, :W] if ph or pw else y
 
 # %% ../nbs/12_flow_sr.ipynb #e02ca0c0
 class WindowAttention(nn.Module):
@@ -100,7 +101,25 @@ class ChannelAttention(nn.Module):
         gate = self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True))  # (B, C, 1, 1)
         return x * (1 + torch.sigmoid(gate))
 
-# %% ../nbs/12_flow_sr.ipynb #ed912847
+# %% ../nbs/12_flow_sr.ipynb #b9fc4d07
+def in_window_bands(fn, # (b, h, W, C) → (b, h, W, C'), acting within rows of `window`×`window` windows
+                    t:Tensor, # (B, H, W, C) tokens
+                    window:int, # band heights are multiples of this (or the whole height)
+                    max_tokens:int|None=4096, # tokens per call (at least one row of windows); None: one call
+                   ) -> Tensor:
+    "`fn(t)`, computed on bands of whole window rows of at most `max_tokens` tokens and put back together."
+    if max_tokens is None: return fn(t)
+    b, H, W, c = t.shape
+    rows = min(H, window * max(1, max_tokens // (window * W)))                  # band height
+    if H % rows == 0:                                                            # bands tile the grid: a free view
+        bands = t.reshape(b * H // rows, rows, W, c)                             # (B·H/rows, rows, W, C)
+        per = max(1, max_tokens // (rows * W))                                   # bands per call
+        if per >= bands.shape[0]: return fn(t)
+        out = torch.cat([fn(x) for x in bands.split(per)])
+        return out.view(b, H, W, out.shape[-1])
+    return torch.cat([fn(x) for x in t.split(rows, 1)], 1)                      # the last band is shorter
+
+# %% ../nbs/12_flow_sr.ipynb #dfb8c8f7
 class WindowUnit(nn.Module):
     "One refinement unit: Swin block (window `window`, no shift) + LN + outer residual + channel attention."
     def __init__(self, dim:int=96, heads:int=8, window:int=8, mlp_ratio:float=4., reduction:int=16):
@@ -109,15 +128,23 @@ class WindowUnit(nn.Module):
         self.attn = WindowAttention(dim, heads, window)
         self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
         self.channel = ChannelAttention(dim, reduction)
+        self.max_tokens = max(4096, 4096 * 96 // dim)                            # tokens per band (speed only: `in_window_bands`)
 
-    def forward(self, x:Tensor, # (B, C, H, W)
-               ) -> Tensor:
-        t = x.permute(0, 2, 3, 1)                                                # (B, H, W, C)
+    def block(self, t:Tensor, # (B, H, W, C) tokens
+             ) -> Tensor:
+        "Everything before the channel attention: X + LN(Z), all of it local to the windows."
         y = t + self.attn(self.norm1(t))
         z = y + self.mlp(self.norm2(y))
-        return self.channel((t + self.norm_out(z)).permute(0, 3, 1, 2))
+        return t + self.norm_out(z)
 
-# %% ../nbs/12_flow_sr.ipynb #eb04c71d
+    def forward(self, x:Tensor, # (B, C, H, W); fastest in channels-last memory (then no copy at all)
+               ) -> Tensor: # (B, C, H, W) in channels-last memory
+        t = x.permute(0, 2, 3, 1).contiguous()                                   # (B, H, W, C): a free view if x is channels-last
+        bands = self.max_tokens if t.device.type == 'cpu' else None               # a GPU wants one big batch
+        out = in_window_bands(self.block, t, self.attn.window, bands)            # (B, H, W, C)
+        return self.channel(out.permute(0, 3, 1, 2))                             # channels-last view, no copy
+
+# %% ../nbs/12_flow_sr.ipynb #dc523d19
 class DualWindowBlock(nn.Module):
     "Parallel window units of different sizes, summed (ACTR: windows 8 and 4)."
     def __init__(self, dim:int=96, heads:int=8, windows:tuple=(8, 4), **kw):
@@ -128,7 +155,7 @@ class DualWindowBlock(nn.Module):
                ) -> Tensor:
         return sum(u(x) for u in self.units)
 
-# %% ../nbs/12_flow_sr.ipynb #e661cc8d
+# %% ../nbs/12_flow_sr.ipynb #dde41895
 class FlowRefiner(nn.Module):
     "ACTR's matching-flow super-resolution: guided residual refinement of upsampled coarse flows, averaged over paths."
     def __init__(self, feat_dim:int=768, # width of the guiding source tokens
@@ -154,6 +181,7 @@ class FlowRefiner(nn.Module):
         g = self.drop(g)                                                         # (B, dim-2, fh, fw), one mask for all paths
         up = upsample_flow(torch.cat(flows), self.factor, self.upsample)         # (P*B, 2, fh, fw)
         x = torch.cat([flow_to_cells(up), g.repeat(p, 1, 1, 1)], 1)              # (P*B, dim, fh, fw)
+        x = x.contiguous(memory_format=torch.channels_last)                      # units work token-major: no permute copies
         delta = self.head(self.stages(x))                                        # (P*B, 2, fh, fw) in cells
         paths = (up + cells_to_flow(delta)).view(p, b, 2, *size)
         return dict(flow=paths.mean(0), paths=paths, up=up.view(p, b, 2, *size))
