@@ -102,15 +102,18 @@ def tokens_with_cls(out:dict) -> Tensor:
 
 # %% ../nbs/13_actr.ipynb #52fef868
 class TinyConvTokens(Backbone):
-    "A small CNN (six 3×3 conv-BN-ReLU layers, stride 8) with `ViTTokens`' output; the mean token stands in for CLS."
+    "A small CNN (six 3×3 conv-BN-ReLU layers, stride 8) with `ViTTokens`' output; CLS is the mean token (or a linear map of it)."
     def __init__(self, width:int=32, # channels of the first stage (×2 in the second)
-                 dim:int=64, # token width
-                 freeze:bool=False):
+                 dim:int=64, # token width (the third stage's channels)
+                 freeze:bool=False,
+                 learned_cls:bool=False, # CLS = Linear(mean token) rather than the mean itself (LPMFlow's RPTC compares tokens with CLS)
+                ):
         super().__init__()
         def block(i, o, s): return nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o), nn.ReLU())
         self.net = nn.Sequential(block(3, width, 2), block(width, width, 1), block(width, 2 * width, 2),
                                  block(2 * width, 2 * width, 1), block(2 * width, dim, 2), block(dim, dim, 1),
                                  nn.Conv2d(dim, dim, 1))
+        self.cls = nn.Linear(dim, dim) if learned_cls else None
         self.embed_dim, self.patch_size = dim, 8
         if freeze: self.set_frozen(True)
 
@@ -118,7 +121,8 @@ class TinyConvTokens(Backbone):
                ) -> dict:
         "`dict(tokens=[(B, C, H/8, W/8)], cls=[(B, C)], grid=(H/8, W/8))`, like `ViTTokens`."
         f = self.net(img)                                                        # (B, C, h, w)
-        return dict(tokens=[f], cls=[f.mean((2, 3))], grid=tuple(f.shape[-2:]))
+        cls = f.mean((2, 3))                                                     # (B, C)
+        return dict(tokens=[f], cls=[cls if self.cls is None else self.cls(cls)], grid=tuple(f.shape[-2:]))
 
 # %% ../nbs/13_actr.ipynb #1faf1253
 def _make_backbone(c:ACTRConfig) -> nn.Module:
@@ -196,12 +200,15 @@ def correlation_ce(corr:Tensor, # (B, HW_s, HW_t) correlation, rows = source cel
                    src_kps:Tensor, # (B, N, 2) normalised source keypoints
                    trg_kps:Tensor, # (B, N, 2) normalised target keypoints
                    valid:Tensor, # (B, N) bool
-                   beta:float=0.02, # temperature (the soft-argmax's)
+                   beta:float|None=0.02, # temperature (the soft-argmax's); None: `corr` holds non-negative scores, rows normalised to sum 1
                   ) -> Tensor:
-    "Mean cross-entropy of the target cell holding each target keypoint under softmax(row / beta), rows read at the source keypoints."
+    "Mean cross-entropy of the target cell holding each target keypoint under softmax(row / beta) (or row / sum(row)), rows read at the source keypoints."
     b, (hs, ws), (ht, wt) = corr.shape[0], hw_s, hw_t
-    rows = corr.float().transpose(1, 2).reshape(b, ht * wt, hs, ws)                     # (B, HW_t, h_s, w_s)
-    logits = F.grid_sample(rows, src_kps.float()[:, :, None], align_corners=False)[..., 0].transpose(1, 2) / beta  # (B, N, HW_t)
+    corr = corr.float()
+    if beta is None: scores = (corr / corr.sum(-1, keepdim=True).clamp(min=1e-12)).clamp(min=1e-12).log()  # log-probabilities
+    else: scores = corr / beta                                                          # (B, HW_s, HW_t) logits
+    rows = scores.transpose(1, 2).reshape(b, ht * wt, hs, ws)                           # (B, HW_t, h_s, w_s)
+    logits = F.grid_sample(rows, src_kps.float()[:, :, None], align_corners=False)[..., 0].transpose(1, 2)  # (B, N, HW_t)
     cell = ((trg_kps.float() + 1) / 2 * trg_kps.new_tensor([wt, ht]).float()).long()
     label = cell[..., 1].clamp(0, ht - 1) * wt + cell[..., 0].clamp(0, wt - 1)          # (B, N)
     valid = valid.bool()

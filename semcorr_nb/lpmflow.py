@@ -15,12 +15,12 @@ from .flow import corr_to_flow, transfer_keypoints
 from .flow_sr import WindowUnit, flow_to_cells, cells_to_flow
 from .layout import JointTower, foreground_score, rptc_select, rptc_corrupt, self_contrastive_loss, contrast_weight
 from .feature_sr import ProgressiveFeatureSR, window_unit_nhwc
+from .actr import correlation_ce, TinyConvTokens
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'POSTER_PCK', 'PRESETS', 'PAPER_PARAMS', 'OFFICIAL_PARAMS', 'LPMFlowConfig', 'lpmflow_config',
            'resize_correlation', 'correlation_flows', 'FlowIntegration', 'keypoint_flow_target', 'flow_epe_loss',
-           'correlation_ce', 'TinyConvTokens', 'build_backbone', 'LPMFlow', 'optimizer', 'parameter_table',
-           'format_parameter_table']
+           'build_backbone', 'LPMFlow', 'optimizer', 'parameter_table', 'format_parameter_table']
 
 # %% ../nbs/16_lpmflow.ipynb #20de5c73
 @dataclass
@@ -205,48 +205,10 @@ def flow_epe_loss(flow:Tensor, # (B, 2, h, w) predicted normalised flow
     err = flow_to_cells(flow.float() - flow_gt.float()).pow(2).sum(1).add(1e-12).sqrt()      # (B, h, w)
     return (err * mask).sum() / mask.sum().clamp(min=1)
 
-# %% ../nbs/16_lpmflow.ipynb #c7a884f7
-def correlation_ce(corr:Tensor, # (B, h_s*w_s, h_t*w_t) non-negative correlation (head-summed attention)
-                   hw_s:tuple, hw_t:tuple, # its grids
-                   src_kps:Tensor, # (B, N, 2) normalised source keypoints
-                   trg_kps:Tensor, # (B, N, 2) normalised target keypoints
-                   valid:Tensor, # (B, N) bool
-                  ) -> Tensor: # float32 scalar
-    "Cross-entropy of the target keypoint's cell in each source keypoint's (bilinearly read) correlation row."
-    b = corr.shape[0]
-    logp = (corr.float() / corr.float().sum(-1, keepdim=True).clamp(min=1e-12)).clamp(min=1e-12).log()
-    maps = logp.transpose(1, 2).reshape(b, -1, *hw_s)                                   # (B, HW_t, h_s, w_s)
-    rows = F.grid_sample(maps, src_kps.float()[:, :, None], align_corners=False)[..., 0]  # (B, HW_t, N)
-    ht, wt = hw_t
-    cell = ((trg_kps.float() + 1) / 2 * trg_kps.new_tensor([wt, ht]).float()).floor().long()
-    label = cell[..., 1].clamp(0, ht - 1) * wt + cell[..., 0].clamp(0, wt - 1)           # (B, N)
-    v = valid.bool()
-    if not v.any(): return corr.sum() * 0.
-    return F.nll_loss(rows.transpose(1, 2)[v], label[v])
-
 # %% ../nbs/16_lpmflow.ipynb #96296245
-class TinyConvTokens(nn.Module):
-    "A small trainable CNN (stride 8) with LPMFlow's backbone interface: a token grid and a CLS vector (tests only)."
-    def __init__(self, dim:int=64, # token width
-                 width:int=16, # channels of the first stage (×2, ×4 later)
-                ):
-        super().__init__()
-        block = lambda i, o, s: nn.Sequential(nn.Conv2d(i, o, 3, s, 1), nn.BatchNorm2d(o), nn.ReLU())
-        w = width
-        self.net = nn.Sequential(block(3, w, 2), block(w, w, 1), block(w, 2 * w, 2), block(2 * w, 2 * w, 1),
-                                 block(2 * w, 4 * w, 2), block(4 * w, 4 * w, 1), nn.Conv2d(4 * w, dim, 1))
-        self.cls = nn.Linear(dim, dim)                                                 # a global token from the mean
-        self.embed_dim, self.patch_size = dim, 8
-
-    def forward(self, img:Tensor, # (B, 3, H, W)
-               ) -> dict:
-        "`dict(tokens=[(B, C, H/8, W/8)], cls=[(B, C)], grid)`, like `backbones.ViTTokens`."
-        f = self.net(img)
-        return dict(tokens=[f], cls=[self.cls(f.mean((2, 3)))], grid=tuple(f.shape[-2:]))
-
 def build_backbone(cfg:LPMFlowConfig) -> nn.Module:
     "The ViT that feeds LPMFlow: last block, final LayerNorm, CLS kept (or the tiny CNN, for tests)."
-    if cfg.tiny_backbone and cfg.tiny_backbone_kind == 'cnn': return TinyConvTokens()
+    if cfg.tiny_backbone and cfg.tiny_backbone_kind == 'cnn': return TinyConvTokens(width=16, learned_cls=True)
     if cfg.tiny_backbone_kind not in ('vit', 'cnn'): raise ValueError(f"tiny_backbone_kind must be 'vit' or 'cnn', got {cfg.tiny_backbone_kind!r}")
     from semcorr_nb.backbones import ViTTokens
     return ViTTokens(cfg.arch, blocks=(-1,), pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
@@ -327,7 +289,7 @@ class LPMFlow(nn.Module):
         parts = dict(flow_epe=epe.detach())
         loss = epe
         if cfg.corr_loss_weight > 0:                                                   # test-scale aid, not in the paper
-            ce = sum(correlation_ce(c, *out['grids'][k], batch_norm['src_kps'], batch_norm['trg_kps'], batch_norm['kps_valid'])
+            ce = sum(correlation_ce(c, *out['grids'][k], batch_norm['src_kps'], batch_norm['trg_kps'], batch_norm['kps_valid'], beta=None)
                      for k, c in out['corrs'].items()) / len(out['corrs'])
             loss = loss + cfg.corr_loss_weight * ce
             parts.update(corr_ce=ce.detach())
