@@ -57,13 +57,9 @@ class MatchingBlock(nn.Module):
 def window_unit_nhwc(unit:WindowUnit, # a `flow_sr.WindowUnit`
                      t:Tensor, # (B, H, W, C) channels-last map
                     ) -> Tensor: # (B, H, W, C), equal to `unit(t.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)`
-    "`WindowUnit.forward` without the layout switches: every step on a channels-last map."
-    y = t + unit.attn(unit.norm1(t))
-    z = y + unit.mlp(unit.norm2(y))
-    x = t + unit.norm_out(z)                                                       # (B, H, W, C)
-    pooled = torch.stack([x.mean((1, 2)), x.amax((1, 2))])[..., None, None]      # (2, B, C, 1, 1)
-    gate = unit.channel.mlp(pooled.flatten(0, 1)).view(2, x.shape[0], 1, 1, -1).sum(0)  # (B, 1, 1, C)
-    return x * (1 + torch.sigmoid(gate))
+    "A `WindowUnit` on a channels-last map: both layout switches are views, no copies."
+    return unit(t.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)                       # (B, C, H, W) view in, NHWC view out
+
 
 # %% ../nbs/15_feature_sr.ipynb #2b02004c
 class FeatureSR(nn.Module):
