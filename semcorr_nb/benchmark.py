@@ -701,7 +701,8 @@ def derive(res:dict, peak_gflops:float) -> dict:
     res['peak_fraction'] = res['achieved_gflops'] / peak_gflops
     res['bound_ratio'] = 1 / res['peak_fraction'] if res['peak_fraction'] else math.inf
     ref = PAPER_FIGURES.get(res['model'])
-    if ref and res['device'] == 'cpu' and res['dtype'] in ('float32', 'fp32'):
+    # the official times are per pair at the paper's input size, batch 1: compare only like with like
+    if ref and res['device'] == 'cpu' and res['dtype'] in ('float32', 'fp32') and res.get('size') == PAPER_SIZES.get(res['model']) and B == 1:
         res['official_cpu_s'] = ref['cpu_s']
         res['speedup_vs_official'] = ref['cpu_s'] / t
     return res
