@@ -10,11 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from .core import grid_coords
-from .flow import corr_to_flow
+from .flow import corr_to_flow, flow_to_cells, cells_to_flow
 
 # %% auto #0
-__all__ = ['upsample_flow', 'flow_to_cells', 'cells_to_flow', 'relative_position_index', 'window_attention', 'WindowAttention',
-           'ChannelAttention', 'in_window_bands', 'WindowUnit', 'DualWindowBlock', 'FlowRefiner']
+__all__ = ['upsample_flow', 'relative_position_index', 'window_attention', 'WindowAttention', 'ChannelAttention',
+           'in_window_bands', 'WindowUnit', 'DualWindowBlock', 'FlowRefiner']
 
 # %% ../nbs/12_flow_sr.ipynb #1b6b42ae
 def upsample_flow(flow:Tensor, # (B, 2, h, w) normalised flow
@@ -22,16 +22,6 @@ def upsample_flow(flow:Tensor, # (B, 2, h, w) normalised flow
     "Upsample a normalised flow field by `factor` (values unchanged: normalised units)."
     if mode == 'nearest': return F.interpolate(flow, scale_factor=factor, mode='nearest')
     return F.interpolate(flow, scale_factor=factor, mode=mode, align_corners=False)
-
-def flow_to_cells(flow:Tensor) -> Tensor:
-    "Normalised flow (B, 2, h, w) → displacement in cells of its own grid."
-    h, w = flow.shape[-2:]
-    return flow * flow.new_tensor([w / 2, h / 2]).view(1, 2, 1, 1)
-
-def cells_to_flow(cells:Tensor) -> Tensor:
-    "Inverse of `flow_to_cells`."
-    h, w = cells.shape[-2:]
-    return cells / cells.new_tensor([w / 2, h / 2]).view(1, 2, 1, 1)
 
 # %% ../nbs/12_flow_sr.ipynb #4816dc5b
 def relative_position_index(window:int) -> Tensor:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import pixel_to_norm, norm_to_pixel, normalize_image, to_tensor_image
+from .models import model_from_checkpoint, input_size
 
 # %% auto #0
 __all__ = ['ImageError', 'read_image', 'parse_points', 'grid_points', 'check_points', 'prepare_image', 'match_images',
@@ -65,7 +66,7 @@ def prepare_image(img:np.ndarray, size:int, device='cpu') -> torch.Tensor:
     return normalize_image(F.interpolate(t, size=(size, size), mode='bilinear', align_corners=False, antialias=True))
 
 @torch.no_grad()
-def match_images(model, src:np.ndarray, trg:np.ndarray, points:torch.Tensor, img_size:int=256, device='cpu') -> torch.Tensor:
+def match_images(model, src:np.ndarray, trg:np.ndarray, points:torch.Tensor, img_size:int, device='cpu') -> torch.Tensor:
     "Transfer `points` (N, 2) in `src` pixels to `trg` pixels with `model`."
     model.eval()
     s, t = prepare_image(src, img_size, device), prepare_image(trg, img_size, device)
@@ -103,7 +104,6 @@ def main(argv=None):
     p.add_argument('--device', default='')
     a = p.parse_args(argv)
     try:
-        from semcorr_nb.evaluate import model_from_checkpoint
         dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         src, trg = read_image(a.source), read_image(a.target)
         if a.points: pts = parse_points(a.points)
@@ -113,7 +113,7 @@ def main(argv=None):
         else: pts = grid_points(src.shape[:2], a.grid)
         check_points(pts, src.shape[:2])
         model, ck = model_from_checkpoint(a.checkpoint, dev)
-        size = a.img_size or ck['train_config'].get('img_size', 256)
+        size = a.img_size or ck.get('train_config', {}).get('img_size') or input_size(ck['model_name'])
         pred = match_images(model, src, trg, pts, size, dev)
     except (ImageError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f'error: {e}', file=sys.stderr); sys.exit(2)

@@ -33,7 +33,7 @@ def test_quick_run_all_models(tmp_path):
 
 def test_compile_flag_on_cpu(tmp_path):
     "`--compile` runs the timed forwards through torch.compile (inductor on the CPU)."
-    r, rep = _bench(tmp_path, '--models', 'standin', '--quick', '--compile', '--batch-sizes', '1', '--size', '64', '--no-stages')
+    r, rep = _bench(tmp_path, '--models', 'tiny-matcher', '--quick', '--compile', '--batch-sizes', '1', '--size', '64', '--no-stages')
     (x,) = rep['results']
     assert 'error' not in x, x.get('traceback')
     assert rep['config']['compile'] and x['compile'] and x['infer']['1']['ms_per_pair'] > 0
@@ -41,8 +41,8 @@ def test_compile_flag_on_cpu(tmp_path):
 
 def test_feature_cache_in_training(tmp_path):
     "`--feature-cache` caches the frozen backbone: every step after the first reads it from the cache."
-    args = ['--models', 'standin', '--quick', '--train', '--batch-sizes', '1', '--size', '64', '--no-stages', '--no-isolate',
-            '--model-args', '{"freeze_backbone": true}']
+    args = ['--models', 'actr-tiny', '--quick', '--train', '--batch-sizes', '1', '--size', '64', '--no-stages', '--no-isolate',
+            '--model-args', '{"freeze": true}']
     r, rep = _bench(tmp_path, *args, '--feature-cache')
     (x,) = rep['results']
     assert 'error' not in x, x.get('traceback')
@@ -57,4 +57,4 @@ def test_unknown_model_is_a_clear_error(tmp_path):
 
 def test_list_models():
     r = run([PY, '-m', 'semcorr_nb.benchmark', '--list-models'])
-    assert 'standin-tiny' in r.stdout
+    assert 'tiny-matcher' in r.stdout and 'actr-h' in r.stdout and '512²' in r.stdout

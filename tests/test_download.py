@@ -1,4 +1,4 @@
-"""End-to-end test of `python -m semcorr_nb.download` against a local HTTP server on 127.0.0.1.
+"""End-to-end test of `python -m semcorr_nb.data.download` against a local HTTP server on 127.0.0.1.
 
 The test builds a miniature SPair-71k tarball (the official top-level folder `SPair-71k/`, the real
 layout, a few pairs with images), serves it from a thread-based http.server with Range support, and
@@ -94,7 +94,7 @@ def cli(*args, mirror=None, timeout=120):
                NO_ALBUMENTATIONS_UPDATE='1')
     env.pop('SEMCORR_DOWNLOAD_MIRROR', None)
     if mirror: env['SEMCORR_DOWNLOAD_MIRROR'] = mirror
-    return subprocess.run([sys.executable, '-m', 'semcorr_nb.download', *map(str, args), '--no-progress', '--timeout', '10'],
+    return subprocess.run([sys.executable, '-m', 'semcorr_nb.data.download', *map(str, args), '--no-progress', '--timeout', '10'],
                           capture_output=True, text=True, env=env, timeout=timeout, cwd='/')
 
 
@@ -189,7 +189,7 @@ def test_offline_message_and_manual_install(www, tmp_path):
     assert r.returncode == 1 and 'Traceback' not in r.stderr
     for s in ('Could not download SPair-71k', 'To install SPair-71k by hand',
               'https://cvlab.postech.ac.kr/research/SPair-71k/data/SPair-71k.tar.gz', str(dp/ARCHIVE),
-              f'python -m semcorr_nb.download spair --datapath {dp}'):
+              f'python -m semcorr_nb.data.download spair --datapath {dp}'):
         assert s in r.stderr, s
     # following the steps: put the archive there by hand; the same command finishes without a server
     dp.mkdir(parents=True, exist_ok=True); (dp/ARCHIVE).write_bytes((www/ARCHIVE).read_bytes())
@@ -204,4 +204,4 @@ def test_missing_dataset_message_is_one_clear_error(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), NO_ALBUMENTATIONS_UPDATE='1')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1 and 'DatasetNotFoundError' in r.stderr
-    assert f'python -m semcorr_nb.download pfpascal --datapath {tmp_path}' in r.stderr and 'PF-PASCAL' in r.stderr
+    assert f'python -m semcorr_nb.data.download pfpascal --datapath {tmp_path}' in r.stderr and 'PF-PASCAL' in r.stderr

@@ -120,3 +120,34 @@ def test_match_own_images(small_run, tmp_path):
     r = run([PY, '-m', 'semcorr_nb.match', str(tmp_path/'a.jpg'), str(tmp_path/'b.png'), '--checkpoint', str(out/'best.pth'),
              '--points', '500,20'], env=ENV, check=False)
     assert r.returncode == 2 and 'outside' in r.stderr
+
+def test_tiny_preset_trains_at_its_own_recipe(tmp_path):
+    "Rule 7: `--model actr-tiny` with the notebook's aids and no learning-rate or size flag trains at 64 px and lr 1e-3 (shortened here)."
+    out = tmp_path/'actr'
+    aids = '{"tiny_kind": "cnn", "cross_init": "identity", "aux_corr_weight": 1.0}'
+    run([PY, '-m', 'semcorr_nb.train', '--model', 'actr-tiny', '--model-args', aids, '--out', str(out), '--epochs', '1',
+         '--train-pairs', '16', '--val-pairs', '8', '--test-pairs', '8', '--num-workers', '0', '--no-tensorboard', '--no-picture'],
+        env=ENV, timeout=900)
+    cfg = json.loads((out/'config.json').read_text())
+    assert (cfg['train']['img_size'], cfg['train']['head_lr'], cfg['train']['batch_size']) == (64, 1e-3, 8)
+    assert cfg['model_name'] == 'actr-tiny' and cfg['model_config']['tiny_kind'] == 'cnn'
+
+def test_resume_may_change_the_recipe_not_the_architecture(tmp_path):
+    "Rule 5: a checkpoint is compatible when the architecture agrees; learning rates and epochs may change on --resume."
+    out = tmp_path/'run'
+    run([PY, '-m', 'semcorr_nb.train', '--out', str(out), *SMALL, '--epochs', '1', '--no-test-after', '--no-picture'], env=ENV, timeout=900)
+    r = run([PY, '-m', 'semcorr_nb.train', '--out', str(out), *SMALL, '--epochs', '2', '--head-lr', '1e-4', '--resume',
+             '--no-test-after', '--no-picture'], env=ENV, timeout=900)
+    assert 'resumed' in r.stdout and 'epoch 2/2' in r.stdout
+    r = run([PY, '-m', 'semcorr_nb.train', '--out', str(out), *SMALL, '--resume', '--model-args', '{"width": 8}'], env=ENV, check=False)
+    assert r.returncode == 2 and 'width: checkpoint 24, here 8' in r.stderr
+
+def test_a_first_release_checkpoint_still_loads(small_run, tmp_path):
+    "A checkpoint of the first release (format semcorr_nb/1: model 'default', no `freeze_backbone`) is evaluated as it is."
+    out, _ = small_run
+    ck = torch.load(out/'best.pth', map_location='cpu', weights_only=True)
+    old = dict(ck, format='semcorr_nb/1', model_name='default',
+               model_config={k: v for k, v in ck['model_config'].items() if k != 'freeze_backbone'})
+    torch.save(old, tmp_path/'old.pth')
+    r = run([PY, '-m', 'semcorr_nb.evaluate', '--checkpoint', str(tmp_path/'old.pth'), '--pairs', '4', '--num-workers', '0'], env=ENV)
+    assert 'default' in r.stdout and 'PCK@0.10' in r.stdout

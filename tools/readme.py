@@ -6,7 +6,9 @@
 
 Markdown cells are copied as they are; code cells become ```python blocks with their directive lines
 (`#| ...`) removed; cells marked `#| hide` are left out; text outputs are kept as indented blocks and
-images are left out (link committed pictures from markdown instead).
+images are left out (link committed pictures from markdown instead). A line `<!-- registry: models -->`
+in a markdown cell becomes the table of the registered models (`semcorr_nb.models.models_table`), so the
+README lists what the code knows.
 """
 import json, sys
 from pathlib import Path
@@ -17,12 +19,19 @@ HEADER = '<!-- Generated from index.ipynb by tools/readme.py: edit the notebook,
 def directives(src:str) -> set:
     return {l[3:].strip().split(':')[0].strip() for l in src.splitlines() if l.startswith('#|')}
 
+MODELS_MARKER = '<!-- registry: models -->'
+
+def models_table() -> str:
+    sys.path.insert(0, str(ROOT))
+    from semcorr_nb.models import models_table
+    return models_table()
+
 def render(nb:dict) -> str:
     out = []
     for c in nb['cells']:
         src = ''.join(c['source'])
         if 'hide' in directives(src): continue
-        if c['cell_type'] == 'markdown': out.append(src.strip())
+        if c['cell_type'] == 'markdown': out.append(src.strip().replace(MODELS_MARKER, models_table()) if MODELS_MARKER in src else src.strip())
         elif c['cell_type'] == 'code':
             code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
             if not code: continue
