@@ -11,10 +11,10 @@ import timm
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['RESNET101_DEPTHS', 'TFM_LAYERS', 'CATS_SPAIR_LAYERS', 'CATS_PFPASCAL_LAYERS', 'IBOT_VITB16', 'DINO_VITB16',
+__all__ = ['RESNET101_DEPTHS', 'TFM_LAYERS', 'CATS_SPAIR_LAYERS', 'CATS_PFPASCAL_LAYERS', 'WAYS_ON', 'IBOT_VITB16', 'DINO_VITB16',
            'DINOV2_VITB14', 'layer_names', 'CheckpointKeyError', 'read_checkpoint', 'unwrap_state_dict', 'load_weights',
-           'Backbone', 'ResNetTaps', 'interpolate_pos_embed', 'ViTTokens', 'load_ibot_checkpoint', 'TinyConvNet',
-           'TinyConvTokens']
+           'WeightsUnavailable', 'hub_reachable', 'create_timm', 'Backbone', 'ResNetTaps', 'interpolate_pos_embed',
+           'ViTTokens', 'load_ibot_checkpoint', 'TinyConvNet', 'TinyConvTokens']
 
 # %% ../nbs/06_backbones.ipynb #33cc84ee
 RESNET101_DEPTHS = (3, 4, 23, 3)  # bottlenecks in conv2_x ... conv5_x
@@ -78,6 +78,39 @@ def load_weights(module:nn.Module, # the model to fill
     module.load_state_dict(sd, strict=True)
     return module
 
+# %% ../nbs/06_backbones.ipynb #aae1877c
+class WeightsUnavailable(OSError):
+    "Pretrained weights that cannot be had here (offline, or not published); the message says what to do instead."
+
+WAYS_ON = ("give --model-args '{\"pretrained\": false}' for random weights, or '{\"checkpoint\": \"PATH\"}' with a local "
+           "weights file")
+
+def hub_reachable(host:str='huggingface.co', timeout:float=3.) -> bool:
+    "Whether a TCP connection to `host`:443 opens within `timeout` seconds."
+    import socket
+    try: socket.create_connection((host, 443), timeout=timeout).close(); return True
+    except OSError: return False
+
+def _from_cache(arch:str, **kw):
+    "timm's pretrained model from the local cache only (the hub client in offline mode)."
+    import huggingface_hub.constants as hc
+    old = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try: return timm.create_model(arch, pretrained=True, **kw)
+    finally: hc.HF_HUB_OFFLINE = old
+
+def create_timm(arch:str, # timm model name
+                pretrained:bool=False, # timm's weights: the local cache, else the hub
+                **kw) -> nn.Module:
+    "`timm.create_model`, failing fast with `WeightsUnavailable` when pretrained weights cannot be had."
+    if not pretrained: return timm.create_model(arch, pretrained=False, **kw)
+    try: return _from_cache(arch, **kw)
+    except Exception: pass
+    if not hub_reachable(): raise WeightsUnavailable(f'the pretrained weights of {arch} are not in the local cache and the hub '
+                                                     f'(huggingface.co) cannot be reached: {WAYS_ON}')
+    try: return timm.create_model(arch, pretrained=True, **kw)
+    except Exception as e: raise WeightsUnavailable(f'could not fetch the pretrained weights of {arch} ({type(e).__name__}: {e}): {WAYS_ON}') from e
+
 # %% ../nbs/06_backbones.ipynb #4965e146
 class Backbone(nn.Module):
     "Base of `ResNetTaps` and `ViTTokens`: freezing that survives `model.train()`."
@@ -110,7 +143,7 @@ class ResNetTaps(Backbone):
         if tap not in ('post_relu', 'pre_relu'): raise ValueError(f"tap must be 'post_relu' or 'pre_relu', got {tap!r}")
         kw = dict(channels=(8, 16, 32, 64)) if tiny else {}
         if tiny and pretrained: raise ValueError('tiny backbones have no pretrained weights (use checkpoint= for your own)')
-        net = timm.create_model(arch, pretrained=pretrained, num_classes=0, **kw)
+        net = create_timm(arch, pretrained=pretrained, num_classes=0, **kw)
         if checkpoint is not None:
             ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
             sd = unwrap_state_dict(ck)
@@ -206,7 +239,7 @@ class ViTTokens(Backbone):
             vit = timm.models.VisionTransformer(img_size=224 // 16 * patch, patch_size=patch, embed_dim=64, depth=4,
                                                 num_heads=2, mlp_ratio=4.0, qkv_bias=True, num_classes=0)
         else:
-            vit = timm.create_model(arch, pretrained=pretrained, num_classes=0)
+            vit = create_timm(arch, pretrained=pretrained, num_classes=0)
         if checkpoint is not None: self._load(vit, checkpoint, checkpoint_format)
         self.num_blocks = len(vit.blocks)
         if not len(blocks) or any(not -self.num_blocks <= b < self.num_blocks for b in blocks):

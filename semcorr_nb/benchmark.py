@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from .models import model_spec, model_names, build_model, input_size, MODELS
+from .errors import UsageError, user_errors, writable_dir, Parser, json_object, int_at_least
 from .profiling import (PeakMemory, time_fn, summarize, matmul_peak, OWN, count_flops, STAGE_ORDER, by_stage,
                                   child_times, op_profile, show_op_profile, random_pair, make_train_step, autocast, plot_stages)
 
@@ -364,44 +365,48 @@ def format_table(report:dict) -> str:
 # %% ../nbs/21_benchmark.ipynb #b637a769
 def make_parser() -> argparse.ArgumentParser:
     "The `python -m semcorr_nb.benchmark` argument parser (one flag per `BenchConfig` field)."
-    p = argparse.ArgumentParser(prog='python -m semcorr_nb.benchmark', description=__doc__ or
+    p = Parser(prog='python -m semcorr_nb.benchmark', description=__doc__ or
                                 'Speed and memory of the models: ms per pair, training pairs/s, peak memory, FLOPs, fraction of the matmul peak.')
     d = BenchConfig()
     p.add_argument('--models', default=d.models, help="comma-separated model names, or 'all' (default)")
-    p.add_argument('--model-args', type=json.loads, default={}, help='JSON dict of config overrides for every model, e.g. \'{"freeze": true}\'')
+    p.add_argument('--model-args', type=json_object, default={}, help='JSON dict of config overrides for every model, e.g. \'{"freeze": true}\'')
     p.add_argument('--tiny', action='store_true', help="the '-tiny' variant of each model")
     p.add_argument('--device', default=d.device, help="'cpu' (default), 'cuda', or '' for cuda when available")
     p.add_argument('--dtype', default=d.dtype, help="'float32' (default) or 'bfloat16' (autocast)")
     p.add_argument('--batch-sizes', default=','.join(map(str, d.batch_sizes)), help='inference batch sizes, e.g. 1,32')
-    p.add_argument('--repeats', type=int, default=d.repeats, help='timed runs (the median is reported)')
-    p.add_argument('--warmup', type=int, default=d.warmup, help='untimed runs first')
+    p.add_argument('--repeats', type=int_at_least(1), default=d.repeats, help='timed runs (the median is reported)')
+    p.add_argument('--warmup', type=int_at_least(0), default=d.warmup, help='untimed runs first')
     p.add_argument('--train', action='store_true', help='also time training steps (forward, loss, backward, AdamW)')
-    p.add_argument('--train-batch', type=int, default=d.train_batch, help='training batch (0: 32 on cuda, 2 on cpu)')
+    p.add_argument('--train-batch', type=int_at_least(0), default=d.train_batch, help='training batch (0: 32 on cuda, 2 on cpu)')
     p.add_argument('--compile', action='store_true', help='torch.compile the model for the timed runs')
     p.add_argument('--feature-cache', action='store_true', help='cache frozen backbones during training (FeatureCache)')
     p.add_argument('--no-stages', dest='stages', action='store_false', help='skip the per-stage timing')
-    p.add_argument('--size', type=int, default=d.size, help="input side (0: each model's recipe size)")
-    p.add_argument('--matmul-n', type=int, default=d.matmul_n, help='side of the matmul measuring the peak')
+    p.add_argument('--size', type=int_at_least(0), default=d.size, help="input side (0: each model's recipe size)")
+    p.add_argument('--matmul-n', type=int_at_least(16), default=d.matmul_n, help='side of the matmul measuring the peak')
     p.add_argument('--no-isolate', dest='isolate', action='store_false', help='run the models in this process')
     p.add_argument('--out', default=d.out, help='JSON report path')
     p.add_argument('--quick', action='store_true', help='CI mode: tiny models, batch 1 and 2, one repeat')
     p.add_argument('--list-models', action='store_true', help='print the known models and their input sizes')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of its one-line message')
     return p
 
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.benchmark`."
     a = vars(make_parser().parse_args(argv))
+    with user_errors(a.pop('debug')): return _main(a)
+
+def _main(a:dict):
     if a.pop('list_models'):
         print('\n'.join(f'{n:28s} {input_size(n)}²' for n in model_names())); return
-    a['batch_sizes'] = [int(b) for b in str(a['batch_sizes']).split(',') if b.strip()]
+    try: a['batch_sizes'] = [int(b) for b in str(a['batch_sizes']).split(',') if b.strip()]
+    except ValueError: raise UsageError(f"--batch-sizes {a['batch_sizes']!r}: give comma-separated integers, e.g. 1,32") from None
+    if not a['batch_sizes'] or min(a['batch_sizes']) < 1: raise UsageError(f"--batch-sizes {a['batch_sizes']}: give sizes of at least 1")
+    out = Path(a['out'])
+    if out.is_dir(): raise UsageError(f'--out {out} is a folder: give the path of a JSON file, e.g. {out}/bench.json')
+    writable_dir(out.parent if str(out.parent) else Path('.'), '--out')
     cfg = BenchConfig(**a)
-    try:
-        report = run_benchmark(cfg, log=lambda *x: print(*x, file=sys.stderr, flush=True))
-    except ValueError as e:
-        print(f'error: {e}', file=sys.stderr); sys.exit(2)
+    report = run_benchmark(cfg, log=lambda *x: print(*x, file=sys.stderr, flush=True))
     print(format_table(report))
-    out = Path(cfg.out)
-    if out.parent: out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f'\nreport written to {out}')
     if any('error' in r for r in report['results']): sys.exit(1)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
 import torch
-from .data import load_dataset, make_loader, pck_benchmark
+from .errors import UsageError, user_errors, writable_dir, Parser, json_object, int_at_least, number_in
+from .data import load_dataset, make_loader, pck_benchmark, dataset_class
+from .pck import get_protocol
 from .models import model_spec, model_names, build_model, model_from_checkpoint, input_size
 from .learn import model_pck, show_matches
 
 # %% auto #0
-__all__ = ['evaluation_model', 'evaluate', 'main']
+__all__ = ['RESULT_FILES', 'evaluation_model', 'evaluate', 'main']
 
 # %% ../nbs/18_evaluate.ipynb #4c20f321
 def evaluation_model(checkpoint=None, baseline:str|None=None, model_args:dict|None=None, device='cpu'):
@@ -21,24 +23,41 @@ def evaluation_model(checkpoint=None, baseline:str|None=None, model_args:dict|No
     if checkpoint is not None:
         model, ck = model_from_checkpoint(checkpoint, device)
         return model, ck.get('train_config', {}).get('img_size', input_size(ck['model_name'])), f"{ck['model_name']} ({checkpoint})"
+    known = [n for n in model_names() if not model_spec(n).trainable]
+    if baseline not in model_names(): raise UsageError(f'--baseline {baseline!r} is not a registered model; the baselines are {", ".join(known)}')
     if model_spec(baseline).trainable:
-        known = [n for n in model_names() if not model_spec(n).trainable]
-        raise ValueError(f'--baseline {baseline!r} is a model that needs training: train it, then give --checkpoint; '
+        raise UsageError(f'--baseline {baseline!r} is a model that needs training: train it, then give --checkpoint; '
                          f'the baselines are {", ".join(known)}')
     return build_model(baseline, **(model_args or {})).to(device).eval(), input_size(baseline), baseline
+
+RESULT_FILES = ('pck.json', 'pck.csv', 'pairs.csv', 'best_worst.png')
+
+def _check_request(benchmark, protocol, out, device):
+    "Everything that can be checked before a model is built or a pair is read; returns the output folder."
+    try: dataset_class(benchmark)
+    except ValueError as e: raise UsageError(f'--benchmark {benchmark!r}: {e}') from None
+    try: get_protocol(protocol)
+    except (KeyError, ValueError) as e: raise UsageError(f'--protocol {protocol!r}: {e}') from None
+    if device and torch.device(device).type == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'--device {device}: no CUDA GPU is visible here; use --device cpu')
+    if out is None: return None
+    out = writable_dir(out, '--out')
+    earlier = [f for f in RESULT_FILES if (out/f).exists()]
+    if earlier: print(f'note: {out} holds the results of an earlier evaluation ({", ".join(earlier)}); they are replaced')
+    return out
 
 def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:str='test', baseline:str=None,
              protocol:str='official', alphas=(0.05, 0.1, 0.15), img_size:int=None, batch_size:int=8, n_pairs:int=0,
              num_workers:int=2, device:str='', out=None, picture:bool=True, model_args:dict|None=None):
     "Score a checkpoint (or a training-free `baseline` of the registry: 'zero', 'nn-dinov2', …) on a benchmark split."
+    out = _check_request(benchmark, protocol, out, device)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model, size, label = evaluation_model(checkpoint, baseline, model_args, dev)
     ds = load_dataset(benchmark, split, datapath or None, n_pairs=n_pairs, img_size=img_size or size)
     meter = model_pck(model, make_loader(ds, batch_size, num_workers=num_workers), alphas, protocol=protocol,
-                      benchmark=pck_benchmark(benchmark), device=dev, progress=True, desc=split)
+                      benchmark=pck_benchmark(ds), device=dev, progress=True, desc=split)
     print(f'{label} on {benchmark}/{split}:'); print(meter.table())
     if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
         meter.to_json(out/'pck.json'); meter.to_csv(out/'pck.csv'); meter.to_csv(out/'pairs.csv', what='pairs')
         if picture and len(meter.pairs):
             i = list(meter.alphas).index(0.1) if 0.1 in meter.alphas else 0
@@ -53,30 +72,29 @@ def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:
 # %% ../nbs/18_evaluate.ipynb #542f89f7
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.evaluate`."
-    p = argparse.ArgumentParser(prog='python -m semcorr_nb.evaluate', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = Parser(prog='python -m semcorr_nb.evaluate', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='PCK of a trained checkpoint, or of a training-free baseline, on a benchmark split.')
     p.add_argument('--checkpoint', help='a best.pth / last.pth written by semcorr_nb.train')
     p.add_argument('--baseline', help="a training-free model: 'zero', or nearest neighbours of backbone features: 'nn-dinov2', 'nn-dino', 'nn-ibot'")
-    p.add_argument('--model-args', type=json.loads, default=None, help='JSON object of config fields for the baseline')
+    p.add_argument('--model-args', type=json_object, default=None, help='JSON object of config fields for the baseline')
     p.add_argument('--backbone-checkpoint', help='local weights for the nn- baselines (e.g. the iBOT checkpoint file)')
     p.add_argument('--benchmark', default='synthetic', help="'synthetic', 'spair', 'pfpascal' or 'pfwillow'")
     p.add_argument('--datapath', default='', help="dataset root ('' = the project's data/ folder)")
     p.add_argument('--split', default='test', choices=['trn', 'val', 'test'])
     p.add_argument('--protocol', default='official', help='official, or a paper\'s own: cats, transformatcher, actr, lpmflow')
-    p.add_argument('--alphas', type=float, nargs='+', default=[0.05, 0.1, 0.15])
-    p.add_argument('--img-size', type=int, default=None, help="model input side (default: the checkpoint's, or the baseline's)")
-    p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--pairs', type=int, default=0, help='only the first N pairs (0: all)')
-    p.add_argument('--num-workers', type=int, default=2)
+    p.add_argument('--alphas', type=number_in(0, 1, low_open=True), nargs='+', default=[0.05, 0.1, 0.15], help='PCK tolerances, in (0, 1]')
+    p.add_argument('--img-size', type=int_at_least(32), default=None, help="model input side (default: the checkpoint's, or the baseline's)")
+    p.add_argument('--batch-size', type=int_at_least(1), default=8)
+    p.add_argument('--pairs', type=int_at_least(0), default=0, help='only the first N pairs (0: all)')
+    p.add_argument('--num-workers', type=int_at_least(0), default=2)
     p.add_argument('--device', default='')
     p.add_argument('--out', default=None, help='folder for pck.json, pck.csv, pairs.csv and best_worst.png')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of its one-line message')
     a = p.parse_args(argv)
     model_args = dict(a.model_args or {}, **({'checkpoint': a.backbone_checkpoint} if a.backbone_checkpoint else {}))
-    try:
-        evaluate(a.checkpoint, a.benchmark, a.datapath, a.split, a.baseline, a.protocol, a.alphas, a.img_size, a.batch_size,
-                 a.pairs, a.num_workers, a.device, a.out, model_args=model_args)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f'error: {e}', file=sys.stderr); sys.exit(2)
+    with user_errors(a.debug):
+        return evaluate(a.checkpoint, a.benchmark, a.datapath, a.split, a.baseline, a.protocol, a.alphas, a.img_size, a.batch_size,
+                        a.pairs, a.num_workers, a.device, a.out, model_args=model_args)
 
 # %% ../nbs/18_evaluate.ipynb #0d20f55b
 if __name__ == '__main__' and '__file__' in globals(): main()

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from .core import pixel_to_norm, norm_to_pixel, normalize_image, to_tensor_image
 from .models import model_from_checkpoint, input_size
+from .errors import UsageError, user_errors, writable_dir, Parser, int_at_least
 
 # %% auto #0
 __all__ = ['ImageError', 'read_image', 'parse_points', 'grid_points', 'check_points', 'prepare_image', 'match_images',
-           'draw_matches', 'main']
+           'draw_matches', 'trained_on_drawings', 'main']
 
 # %% ../nbs/19_match.ipynb #21b003da
 class ImageError(ValueError):
@@ -90,20 +91,29 @@ def draw_matches(src:np.ndarray, trg:np.ndarray, src_pts, trg_pts, path, title='
         ax.plot([x0, x1 + src.shape[1]], [y0, y1], '-', color=c, lw=1); ax.plot([x0, x1 + src.shape[1]], [y0, y1], 'o', color=c, ms=3)
     fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
+def trained_on_drawings(ck:dict) -> bool:
+    "Whether a checkpoint was trained on the synthetic benchmark (drawn shapes, not photos)."
+    return str((ck.get('train_config') or {}).get('benchmark', '')).startswith('synthetic')
+
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.match`."
-    p = argparse.ArgumentParser(prog='python -m semcorr_nb.match', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                description='Transfer points from one image to another with a trained model.')
+    p = Parser(prog='python -m semcorr_nb.match', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               description='Transfer points from one image to another with a trained model.')
     p.add_argument('source'); p.add_argument('target')
     p.add_argument('--checkpoint', required=True, help='best.pth / last.pth written by semcorr_nb.train')
     p.add_argument('--points', help='"x,y x,y ..." in source pixels')
     p.add_argument('--points-file', help='JSON list of [x, y] in source pixels')
-    p.add_argument('--grid', type=int, default=5, help='without points: an n×n grid')
-    p.add_argument('--img-size', type=int, default=None, help="model input side (default: the checkpoint's)")
+    p.add_argument('--grid', type=int_at_least(1), default=5, help='without points: an n×n grid')
+    p.add_argument('--img-size', type=int_at_least(32), default=None, help="model input side (default: the checkpoint's)")
     p.add_argument('--out', default='match_out', help='folder for matches.json and matches.png')
     p.add_argument('--device', default='')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of its one-line message')
     a = p.parse_args(argv)
-    try:
+    with user_errors(a.debug):
+        out = writable_dir(a.out, '--out')
+        if (out/'matches.json').exists(): print(f'note: {out} holds an earlier match (matches.json, matches.png); it is replaced')
+        if a.device and torch.device(a.device).type == 'cuda' and not torch.cuda.is_available():
+            raise UsageError(f'--device {a.device}: no CUDA GPU is visible here; use --device cpu')
         dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         src, trg = read_image(a.source), read_image(a.target)
         if a.points: pts = parse_points(a.points)
@@ -113,11 +123,11 @@ def main(argv=None):
         else: pts = grid_points(src.shape[:2], a.grid)
         check_points(pts, src.shape[:2])
         model, ck = model_from_checkpoint(a.checkpoint, dev)
+        if trained_on_drawings(ck):
+            print(f"warning: {a.checkpoint} was trained on the synthetic benchmark (drawn shapes): on photos most of its matches "
+                  "are wrong; train on spair or pfpascal for real images", file=sys.stderr)
         size = a.img_size or ck.get('train_config', {}).get('img_size') or input_size(ck['model_name'])
         pred = match_images(model, src, trg, pts, size, dev)
-    except (ImageError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f'error: {e}', file=sys.stderr); sys.exit(2)
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     res = dict(source=str(a.source), target=str(a.target), checkpoint=str(a.checkpoint), model=ck['model_name'],
                source_size_hw=list(src.shape[:2]), target_size_hw=list(trg.shape[:2]), input_size=size,
                matches=[dict(source=[round(v, 2) for v in s], target=[round(v, 2) for v in t]) for s, t in zip(pts.tolist(), pred.tolist())])

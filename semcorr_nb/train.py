@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_train.ipynb #1d24dcbb
 from __future__ import annotations
-import argparse, contextlib, csv, datetime, json, math, os, random, sys, time
+import argparse, contextlib, csv, datetime, errno, json, math, os, random, signal, sys, threading, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -14,15 +14,17 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 from .core import seed_everything
 from .pck import pck_label
-from .data import load_dataset, make_loader, pck_benchmark
+from .errors import UsageError, user_errors, writable_dir, Parser, json_object
+from .data import load_dataset, make_loader, pck_benchmark, dataset_class
 from .models import (DEFAULT_MODEL, ALIASES, model_spec, model_names, build_model, model_config,
                                load_checkpoint, check_compatible, CheckpointMismatch)
 from .learn import make_optimizer, train_step, model_pck, show_matches, unwrap, to_device, NonFiniteLoss
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'TrainConfig', 'resolve_config', 'atomic_save', 'rng_state', 'set_rng_state', 'Dist',
-           'setup_distributed', 'cleanup_distributed', 'all_gather_objects', 'lr_factor', 'autocast_for', 'MetricsLog',
-           'val_score', 'fit', 'make_parser', 'list_models', 'main']
+__all__ = ['CHOICES', 'CHECKPOINT_FORMAT', 'RUN_FILES', 'TrainConfig', 'resolve_config', 'validate', 'previous_path',
+           'atomic_save', 'rng_state', 'set_rng_state', 'Dist', 'setup_distributed', 'cleanup_distributed',
+           'all_gather_objects', 'lr_factor', 'autocast_for', 'MetricsLog', 'val_score', 'prepare_run',
+           'TrainingInterrupted', 'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
 
 # %% ../nbs/17_train.ipynb #7d8a436a
 @dataclass
@@ -79,15 +81,80 @@ def resolve_config(args:dict) -> TrainConfig:
     if unknown: raise ValueError(f'the recipe of {model!r} sets {unknown}, which are not training settings (TrainConfig fields)')
     return TrainConfig(**{**recipe, **args, 'model': model})
 
+# %% ../nbs/17_train.ipynb #64dc467a
+CHOICES = dict(optimizer=('adamw', 'adam'), scheduler=('constant', 'step', 'cosine'), amp=('auto', 'bf16', 'off'))
+
+def _check_device(device:str):
+    "A `--device` that exists here."
+    if not device: return
+    try: dev = torch.device(device)
+    except RuntimeError: raise UsageError(f"--device {device!r} is not a device: give 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); use --device cpu')
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f'--device {device}: this machine has {torch.cuda.device_count()} GPU(s)')
+    if dev.type not in ('cpu', 'cuda'): raise UsageError(f"--device {device}: give 'cpu' or 'cuda'")
+
+def _dataset(cfg:TrainConfig, split:str):
+    "The `split` ('trn', 'val', 'test') of `cfg.benchmark` at `cfg.img_size`, augmented and resampled when training."
+    n = {'trn': cfg.train_pairs, 'val': cfg.val_pairs, 'test': cfg.test_pairs}[split]
+    return load_dataset(cfg.benchmark, split, cfg.datapath or None, n_pairs=n, img_size=cfg.img_size, seed=cfg.seed,
+                        augment=cfg.augment and split == 'trn', resample=cfg.synthetic_resample and split == 'trn')
+
+def validate(cfg:TrainConfig) -> TrainConfig:
+    "Raise `UsageError` for the first setting of `cfg` that cannot work; return `cfg`."
+    at_least = dict(epochs=1, batch_size=1, img_size=32, log_every=1, num_workers=0, train_pairs=0, val_pairs=0, test_pairs=0,
+                    steps_per_epoch=0, ckpt_every=0, warmup_steps=0)
+    for k, low in at_least.items():
+        v = getattr(cfg, k)
+        if not isinstance(v, int) or v < low:
+            hint = ' (the models need at least a few cells per side)' if k == 'img_size' else ''
+            raise UsageError(f'--{k.replace("_", "-")} {v}: give an integer of at least {low}{hint}')
+    for k in ('head_lr', 'backbone_lr', 'weight_decay', 'grad_clip', 'min_lr', 'gamma'):
+        if getattr(cfg, k) < 0: raise UsageError(f'--{k.replace("_", "-")} {getattr(cfg, k)}: give a number of at least 0')
+    for k, options in CHOICES.items():
+        if getattr(cfg, k) not in options: raise UsageError(f'--{k} {getattr(cfg, k)!r}: choose one of {", ".join(options)}')
+    if any(m < 0 for m in cfg.milestones): raise UsageError(f'--milestones {cfg.milestones}: epochs are at least 0')
+    if not cfg.eval_alphas or any(not 0 < a <= 1 for a in cfg.eval_alphas): raise UsageError(f'--eval-alphas {cfg.eval_alphas}: give values in (0, 1]')
+    if cfg.select_alpha not in cfg.eval_alphas: raise UsageError(f'--select-alpha {cfg.select_alpha} is not among --eval-alphas {cfg.eval_alphas}')
+    spec = model_spec(cfg.model)
+    if not spec.trainable: raise UsageError(f'--model {cfg.model} is a training-free baseline; score it with '
+                                            f'`python -m semcorr_nb.evaluate --baseline {cfg.model}`')
+    try: spec.config_for(cfg.model, cfg.ablation or None, **cfg.model_args)
+    except (ValueError, TypeError) as e: raise UsageError(str(e)) from None
+    try: dataset_class(cfg.benchmark)
+    except ValueError as e: raise UsageError(f'--benchmark {cfg.benchmark!r}: {e}') from None
+    for split in ('trn', 'val'): _dataset(cfg, split)      # a missing dataset, split or image folder is reported now, before the model is built
+    _check_device(cfg.device)
+    return cfg
+
 # %% ../nbs/17_train.ipynb #004ab67a
 CHECKPOINT_FORMAT = 'semcorr_nb/2'   # /1: the first release, whose model configs also held training settings
 
-def atomic_save(obj, path):
+def _disk_full(e:BaseException) -> bool:
+    "Whether a failed write ran out of space (an OSError ENOSPC, or PyTorch's serializer stopping mid-file)."
+    return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or any(s in str(e) for s in ('unexpected pos', 'file write failed', 'No space left'))
+
+def previous_path(path) -> Path:
+    "Where `atomic_save(..., keep_previous=True)` keeps the checkpoint it replaces: `last.pth` → `last.previous.pth`."
+    path = Path(path)
+    return path.with_name(f'{path.stem}.previous{path.suffix}')
+
+def atomic_save(obj, path,
+                keep_previous:bool=False, # first move the file being replaced to `previous_path(path)`
+               ):
     "`torch.save` to `path` via a temporary file and an atomic rename: a crash mid-write never leaves a torn file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if _disk_full(e): raise OSError(errno.ENOSPC, f'no space left on device while writing {path} (the earlier checkpoint, '
+                                        'if any, is intact): free some space or give another --out') from None
+        raise
+    if keep_previous and path.exists(): os.replace(path, previous_path(path))
     os.replace(tmp, path)
 
 def rng_state() -> dict:
@@ -166,7 +233,8 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(Path(folder)/'tensorboard'))
-            except Exception: self.tb = None
+            except ImportError:
+                print('TensorBoard is not installed: metrics go to metrics.csv only (pip install tensorboard, or --no-tensorboard)')
     def log(self, step:int, **scalars):
         if not self.enabled: return
         row = {'time': round(time.time(), 3), 'step': step, **{k: (float(v) if v is not None else '') for k, v in scalars.items()}}
@@ -179,6 +247,12 @@ class MetricsLog:
         if self.tb is not None:
             for k, v in scalars.items():
                 if v is not None: self.tb.add_scalar(k, float(v), step)
+    def truncate(self, step:int):
+        "Drop the rows logged after `step` (a resumed run logs them again)."
+        if not (self.enabled and self.path.exists()): return
+        rows = list(csv.reader(open(self.path, newline='')))
+        keep = rows[:1] + [r for r in rows[1:] if int(r[1]) <= step]
+        with open(self.path, 'w', newline='') as f: csv.writer(f).writerows(keep)
     def close(self):
         if self.tb is not None: self.tb.close()
 
@@ -187,34 +261,79 @@ def val_score(meter, alpha:float) -> float:
     "The number that selects the best checkpoint: per-pair PCK@alpha on the val split."
     return float(meter.summary()[pck_label(alpha, meter.kind, 'pair')])
 
-def _dataset(cfg:TrainConfig, split:str):
-    "The `split` ('trn', 'val', 'test') of `cfg.benchmark` at `cfg.img_size`, augmented and resampled when training."
-    n = {'trn': cfg.train_pairs, 'val': cfg.val_pairs, 'test': cfg.test_pairs}[split]
-    return load_dataset(cfg.benchmark, split, cfg.datapath or None, n_pairs=n, img_size=cfg.img_size, seed=cfg.seed,
-                        augment=cfg.augment and split == 'trn', resample=cfg.synthetic_resample and split == 'trn')
-
 def _loader(ds, cfg:TrainConfig, d:Dist, epoch:int=0, shuffle:bool=False, skip:int=0):
     return make_loader(ds, cfg.batch_size, shuffle=shuffle, seed=cfg.seed, epoch=epoch, num_workers=cfg.num_workers,
                        rank=d.rank, world=d.world, skip=skip, pin_memory=d.device.type == 'cuda')
 
-def _checkpoint(model, opt, cfg, model_name, config, epoch, step_in_epoch, global_step, best, history):
+def _checkpoint(model, opt, cfg, model_name, config, epoch, step_in_epoch, global_step, best, history, epoch_stats=None):
     return dict(format=CHECKPOINT_FORMAT, model_name=model_name, model_config=config, train_config=cfg.to_dict(),
                 model=unwrap(model).state_dict(), optimizer=opt.state_dict(), epoch=epoch, step_in_epoch=step_in_epoch,
-                global_step=global_step, best=best, history=history, rng=rng_state())
+                global_step=global_step, best=best, history=history, rng=rng_state(),
+                epoch_stats=epoch_stats or dict(loss_sum=0., n_loss=0))
 
 # %% ../nbs/17_train.ipynb #a30035b1
-def _resume(out:Path, model, opt, model_name:str, config:dict, d:Dist):
-    "The counters of `out/last.pth` after loading its model, optimiser and RNG states (or a fresh start)."
-    ck = load_checkpoint(out/'last.pth')
-    check_compatible(ck, model_name, config, out/'last.pth')
+RUN_FILES = ('config.json', 'metrics.csv', 'last.pth', 'best.pth', 'summary.json', 'test_pck.json')
+
+def prepare_run(out, resume:bool=False) -> Path:
+    "The run folder, proven writable; `UsageError` if it holds another run and `resume` is off."
+    out = Path(out)
+    if not resume and out.is_dir():
+        found = [f for f in RUN_FILES if (out/f).exists()]
+        if found: raise UsageError(f'--out {out} already holds a run ({", ".join(found)}): continue it with --resume, '
+                                   f'or start a new one in another folder, e.g. --out {out}-2')
+    return writable_dir(out, '--out')
+
+class TrainingInterrupted(Exception):
+    "Training stopped on a signal, after saving a checkpoint; the message says how to continue."
+
+class StopRequest:
+    "SIGINT / SIGTERM handlers for the loop: the first signal asks to stop after the current step, a second one stops at once."
+    def __init__(self): self.signum, self._old = None, {}
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._handle)
+        return self
+    def _handle(self, signum, frame):
+        if self.signum is not None: raise KeyboardInterrupt
+        self.signum = signum
+        print(f'\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)',
+              file=sys.stderr, flush=True)
+    def __exit__(self, *exc):
+        for s, h in self._old.items(): signal.signal(s, h)
+        return False
+    def requested(self, d:Dist) -> bool:
+        "Whether any process was asked to stop (all ranks agree, so they stop at the same step)."
+        flag = self.signum is not None
+        if d.active:
+            t = torch.tensor([float(flag)], device=d.device); dist.all_reduce(t); flag = bool(t.item())
+        return flag
+
+def _read_last(out:Path) -> tuple[dict, Path]:
+    "`out/last.pth`, or — when it cannot be read — the checkpoint it replaced, with a message."
+    last, prev = out/'last.pth', previous_path(out/'last.pth')
+    try: return load_checkpoint(last), last
+    except (RuntimeError, FileNotFoundError) as e: why = e
+    if not prev.exists(): raise UsageError(f'{last} cannot be read and there is no earlier checkpoint to fall back to ({why}); '
+                                           'start a new run with another --out') from None
+    try: ck = load_checkpoint(prev)
+    except RuntimeError: raise UsageError(f'{last} cannot be read, and neither can the checkpoint before it ({prev}); '
+                                          'start a new run with another --out') from None
+    print(f'{last} cannot be read ({type(why).__name__}); falling back to the checkpoint before it, {prev}', file=sys.stderr)
+    return ck, prev
+
+def _resume(out:Path, model, opt, model_name:str, config:dict, d:Dist, log=None):
+    "The counters of the run's last checkpoint after loading its model, optimiser and RNG states."
+    ck, path = _read_last(out)
+    check_compatible(ck, model_name, config, path)
     unwrap(model).load_state_dict(ck['model'])
     try: opt.load_state_dict(ck['optimizer'])
     except ValueError as e:
         raise CheckpointMismatch(f'{out/"last.pth"}: its optimiser state does not fit this run ({e}); it was written by another '
                                  'version or with other optimiser groups. Its weights still load: start a new run folder (--out).') from e
     set_rng_state(ck['rng'])
-    if d.main: print(f'resumed {out/"last.pth"}: epoch {ck["epoch"]}, step {ck["step_in_epoch"]} of it, {ck["global_step"]} steps done')
-    return ck['epoch'], ck['step_in_epoch'], ck['global_step'], ck['best'], ck['history']
+    if log is not None: log.truncate(ck['global_step'])                   # the steps after the checkpoint run again
+    if d.main: print(f'resumed {path}: epoch {ck["epoch"]}, step {ck["step_in_epoch"]} of it, {ck["global_step"]} steps done')
+    return ck['epoch'], ck['step_in_epoch'], ck['global_step'], ck['best'], ck['history'], ck.get('epoch_stats') or dict(loss_sum=0., n_loss=0)
 
 def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=None, val_set=None, test_set=None,
         stop_after_steps:int=None) -> dict:
@@ -222,6 +341,8 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
     `stop_after_steps` ends the process-local run early, as a kill would (used by tests)."""
     d = setup_distributed(cfg.device)
     out = Path(cfg.out)
+    if d.main: prepare_run(out, cfg.resume)
+    stop = StopRequest()
     try:
         seed_everything(cfg.seed + d.rank)
         if model is None:
@@ -236,20 +357,20 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
         model.to(d.device)
         opt = make_optimizer(model, cfg.optimizer, cfg.head_lr, cfg.backbone_lr, cfg.weight_decay)
         base_lrs = [g['lr'] for g in opt.param_groups]   # before a resumed state overwrites them with scheduled values
-        start_epoch, start_step, global_step, best, history = 0, 0, 0, -1.0, []
-        if cfg.resume and (out/'last.pth').exists():
-            start_epoch, start_step, global_step, best, history = _resume(out, model, opt, model_name, config, d)
+        start_epoch, start_step, global_step, best, history, stats = 0, 0, 0, -1.0, [], dict(loss_sum=0., n_loss=0)
+        log = MetricsLog(out, enabled=d.main, tensorboard=cfg.tensorboard)
+        if cfg.resume and ((out/'last.pth').exists() or previous_path(out/'last.pth').exists()):
+            start_epoch, start_step, global_step, best, history, stats = _resume(out, model, opt, model_name, config, d, log)
         elif cfg.resume and d.main: print(f'--resume: no {out/"last.pth"} yet, starting from scratch')
         if d.main:
-            out.mkdir(parents=True, exist_ok=True)
             (out/'config.json').write_text(json.dumps({'train': cfg.to_dict(), 'model_name': model_name, 'model_config': config}, indent=2))
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == 'cuda' else None) if d.active else model
-        log = MetricsLog(out, enabled=d.main, tensorboard=cfg.tensorboard)
         amp = autocast_for(cfg, d.device)
-        bench = pck_benchmark(cfg.benchmark)
+        bench = pck_benchmark(val_set)
         score = lambda ds, desc: model_pck(ddp, _loader(ds, cfg, d), cfg.eval_alphas, benchmark=bench, device=d.device, autocast=amp,
                                            gather=lambda pairs: all_gather_objects(pairs, d), progress=d.main, desc=desc)
         ran = 0
+        stop.__enter__()
         for epoch in range(start_epoch, cfg.epochs):
             ddp.train()
             if hasattr(unwrap(model), 'set_epoch'): unwrap(model).set_epoch(epoch)   # epoch-dependent loss weights (LPMFlow)
@@ -257,7 +378,8 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
             loader = _loader(train_set, cfg, d, epoch, shuffle=True, skip=skip)
             n_steps = len(loader) + skip if not cfg.steps_per_epoch else min(cfg.steps_per_epoch, len(loader) + skip)
             bar = tqdm(total=n_steps, initial=skip, desc=f'epoch {epoch+1}/{cfg.epochs}', disable=not d.main, leave=False)
-            t0, seen, loss_sum, n_loss = time.time(), 0, 0.0, 0
+            t0, seen = time.time(), 0
+            loss_sum, n_loss = (stats['loss_sum'], stats['n_loss']) if epoch == start_epoch and skip else (0.0, 0)
             for i, batch in enumerate(loader, start=skip):
                 if i >= n_steps: break
                 for g, lr in zip(opt.param_groups, base_lrs): g['lr'] = lr * lr_factor(cfg, epoch, global_step)
@@ -273,8 +395,15 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
                 if global_step % cfg.log_every == 0:
                     log.log(global_step, loss=r['loss'], lr=opt.param_groups[0]['lr'], grad_norm=r['grad_norm'], **r['parts'])
                 done_epoch = i + 1 == n_steps
-                if d.main and cfg.ckpt_every and global_step % cfg.ckpt_every == 0 and not done_epoch:
-                    atomic_save(_checkpoint(model, opt, cfg, model_name, config, epoch, i + 1, global_step, best, history), out/'last.pth')
+                stats = dict(loss_sum=loss_sum, n_loss=n_loss)
+                stopping = stop.requested(d) and not done_epoch
+                if d.main and ((cfg.ckpt_every and global_step % cfg.ckpt_every == 0 and not done_epoch) or stopping):
+                    atomic_save(_checkpoint(model, opt, cfg, model_name, config, epoch, i + 1, global_step, best, history, stats),
+                                out/'last.pth', keep_previous=True)
+                if stopping:
+                    bar.close()
+                    raise TrainingInterrupted(f'stopped at epoch {epoch + 1}, step {i + 1} of {n_steps} ({global_step} steps done); '
+                                              f'checkpoint {out/"last.pth"}. Continue with the same command and --resume.')
                 if stop_after_steps is not None and ran >= stop_after_steps:
                     bar.close(); return dict(stopped_early=True, global_step=global_step)
             bar.close()
@@ -288,10 +417,13 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
             best = max(best, val)
             if d.main:
                 ck = _checkpoint(model, opt, cfg, model_name, config, epoch + 1, 0, global_step, best, history)
-                atomic_save(ck, out/'last.pth')
+                atomic_save(ck, out/'last.pth', keep_previous=True)
                 if improved: atomic_save(ck, out/'best.pth')
                 print(f"epoch {epoch+1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val PCK@{cfg.select_alpha} {val:.1f}"
                       f"{' (best)' if improved else ''}, {row['pairs_per_s']:.1f} pairs/s")
+            if stop.requested(d):
+                raise TrainingInterrupted(f'stopped after epoch {epoch + 1} ({global_step} steps done); checkpoint {out/"last.pth"}. '
+                                          'Continue with the same command and --resume.')
         log.close()
         summary = dict(history=history, best_val_pck=best, global_step=global_step, out=str(out))
         if cfg.test_after:
@@ -313,23 +445,25 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
                     except Exception as e: print(f'(no picture: {type(e).__name__}: {e})')
         return summary
     finally:
+        stop.__exit__()
         cleanup_distributed(d)
 
 # %% ../nbs/17_train.ipynb #44b168c5
 def _flag(name): return '--' + name.replace('_', '-')
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m semcorr_nb.train', description='Train a semantic-correspondence model. '
+    p = Parser(prog='python -m semcorr_nb.train', description='Train a semantic-correspondence model. '
         'With no arguments: a tiny model on the embedded synthetic benchmark, on whatever device is there.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, argument_default=argparse.SUPPRESS)
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         v = getattr(defaults, f.name)
         if isinstance(v, bool): p.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, help=f'(default {v})')
-        elif isinstance(v, dict): p.add_argument(_flag(f.name), type=json.loads, help=f'JSON object (default {v})')
+        elif isinstance(v, dict): p.add_argument(_flag(f.name), type=json_object, help=f'JSON object (default {v})')
         elif isinstance(v, list): p.add_argument(_flag(f.name), type=float if v and isinstance(v[0], float) else int, nargs='*', help=f'(default {v})')
         else: p.add_argument(_flag(f.name), type=type(v), help=f'(default {v!r}; a model\'s recipe may set it)')
     p.add_argument('--list-models', action='store_true', help='print the registered models and exit')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of its one-line message')
     return p
 
 def list_models() -> str:
@@ -343,13 +477,14 @@ def list_models() -> str:
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.train` (and of `torchrun ... -m semcorr_nb.train`)."
     args = vars(make_parser().parse_args(argv))
-    if args.pop('list_models', False): print(list_models()); return
-    try:
-        cfg = resolve_config(args)
+    debug = args.pop('debug', False)
+    with user_errors(debug):
+        if args.pop('list_models', False): print(list_models()); return
+        cfg = validate(resolve_config(args))
         if int(os.environ.get('RANK', '0')) == 0: print('config:', json.dumps(cfg.to_dict()))
-        return fit(cfg)
-    except (NonFiniteLoss, CheckpointMismatch, FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr); sys.exit(2)
+        try: return fit(cfg)
+        except TrainingInterrupted as e:
+            print(e, file=sys.stderr); sys.exit(130)
 
 # %% ../nbs/17_train.ipynb #77042112
 if __name__ == '__main__' and '__file__' in globals(): main()

@@ -61,6 +61,32 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for k in a: assert torch.equal(a[k], b[k]), f'{k} differs after resume'
 
+def test_ctrl_c_saves_the_step_and_resume_matches_uninterrupted(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, workers included) mid-epoch: a checkpoint of that step, exit 130 and a line
+    saying how to continue, no traceback; resuming ends with the weights of a run never interrupted, each step logged once."""
+    args = [*SMALL, '--epochs', '3', '--ckpt-every', '0', '--num-workers', '1', '--no-test-after', '--no-picture']
+    ref = tmp_path/'ref'
+    run([PY, '-m', 'semcorr_nb.train', '--out', str(ref), *args], env=ENV, timeout=900)
+    out = tmp_path/'int'
+    p = subprocess.Popen([PY, '-m', 'semcorr_nb.train', '--out', str(out), *args], cwd=ROOT, env={**os.environ, **ENV},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.time()
+    while time.time() - t0 < 600 and p.poll() is None:   # wait for step 8 (epoch 2 of 3), then press Ctrl-C
+        m = out/'metrics.csv'
+        if m.exists() and any(l.split(',')[1:3] == ['8', 'loss'] for l in m.read_text().splitlines()): break
+        time.sleep(0.02)
+    assert p.poll() is None, 'the run ended before it could be interrupted; make it longer'
+    os.killpg(p.pid, signal.SIGINT)
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 130 and '--resume' in err and 'Traceback' not in err, err[-3000:]
+    ck = torch.load(out/'last.pth', map_location='cpu', weights_only=True)
+    assert 8 <= ck['global_step'] < 18 and ck['step_in_epoch'] > 0, (ck['epoch'], ck['step_in_epoch'])
+    run([PY, '-m', 'semcorr_nb.train', '--out', str(out), '--resume', *args], env=ENV, timeout=900)
+    a, b = _weights(ref/'last.pth'), _weights(out/'last.pth')
+    for k in a: assert torch.equal(a[k], b[k]), f'{k} differs after resume'
+    steps = [int(l.split(',')[1]) for l in (out/'metrics.csv').read_text().splitlines()[1:] if l.split(',')[2] == 'loss']
+    assert steps == sorted(set(steps)) == list(range(1, 19)), 'each step once in metrics.csv'
+
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     out = tmp_path/'run'
     run([PY, '-m', 'semcorr_nb.train', '--out', str(out), *SMALL, '--epochs', '1', '--no-test-after', '--no-picture'], env=ENV, timeout=900)

@@ -384,32 +384,35 @@ def register_dataset(cls:type) -> type:
     return cls
 
 def dataset_class(name:str) -> type:
-    "The reader class of benchmark `name` (the modules of `semcorr_nb.data` are imported to find it)."
-    key = _dataset_key(name)
+    "The reader class of benchmark `name` (the modules of `semcorr_nb.data` are imported to find it); `name:ARG` names `name`."
+    key = _dataset_key(name.partition(':')[0])
     if key not in DATASETS:
         pkg = importlib.import_module('semcorr_nb.data')
         for m in pkgutil.iter_modules(pkg.__path__): importlib.import_module(f'semcorr_nb.data.{m.name}')
     if key not in DATASETS: raise ValueError(f'unknown benchmark {name!r}; choose from {sorted(c.key for c in DATASETS.values())}')
     return DATASETS[key]
 
-def load_dataset(name:str, # 'spair' | 'pfpascal' | 'pfwillow' | 'synthetic'
+def load_dataset(name:str, # 'spair' | 'pfpascal' | 'pfwillow' | 'synthetic' | 'synthetic-easy' | 'pairs:PATH'
                  split:str='test', # split name of that benchmark
                  datapath:Path|str|None=None, # default `default_datapath()`
                  n_pairs:int=0, # only the first N pairs (0: all; for the synthetic benchmark: its size)
                  augment=False, # True: the papers' training augmentation (`augment.PairAugment()`), or any `augment(sample, rng)`
                  resample:bool=False, # draw fresh pairs every epoch (generated benchmarks only)
                  **kwargs) -> Dataset: # reader options: img_size, max_kps, pad_value, seed, return_images
-    "Open a split of benchmark `name`."
+    "Open a split of benchmark `name` (`name:ARG` passes ARG as the data path, e.g. `pairs:my/pairs.json`)."
     cls = dataset_class(name)
+    if name.partition(':')[2]: datapath = name.partition(':')[2]
     if augment is True:
         from semcorr_nb.data.augment import PairAugment
         augment = PairAugment()
     return cls.open(datapath, split, n_pairs=n_pairs, resample=resample, augment=augment or None, **kwargs)
 
-def pck_benchmark(name:str) -> str:
-    "The benchmark whose PCK threshold rule the pairs of `name` follow."
-    cls = dataset_class(name)
-    return cls.pck_as or cls.key
+def pck_benchmark(data) -> str:
+    "The benchmark whose PCK threshold rule the pairs of `data` follow: a benchmark's name, or an opened dataset."
+    if isinstance(data, str): data = dataset_class(data)
+    else: data = _base(data)
+    pa = getattr(data, 'pck_as', None)
+    return pa if isinstance(pa, str) else getattr(data, 'key', 'spair')     # a dataset that says nothing: SPair's rule, the target box
 
 # %% ../../nbs/04_data.ipynb #f145ac43
 def collate(records:Sequence[dict]) -> dict:
@@ -459,6 +462,11 @@ class SeededPairs(Dataset):
         random.seed(s); np.random.seed(s); torch.manual_seed(s)
         return self.ds[i]
 
+def _worker_init(worker_id:int):
+    "DataLoader workers leave Ctrl-C to the main process (which stops cleanly after its step)."
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 def _base(ds):
     while isinstance(ds, (Subset, SeededPairs)): ds = ds.dataset if isinstance(ds, Subset) else ds.ds
     return ds
@@ -479,7 +487,8 @@ def make_loader(dataset:Dataset, # any map-style dataset of records
     if hasattr(base, 'set_epoch'): base.set_epoch(epoch)
     batches = EpochBatches(len(dataset), batch_size, seed, epoch, shuffle, drop_last, rank, world, skip)
     data = SeededPairs(dataset, seed, epoch) if shuffle else dataset
-    return DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory)
+    return DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory,
+                      worker_init_fn=_worker_init if num_workers else None)
 
 def set_loader_epoch(loader:DataLoader, epoch:int):
     "Move a `make_loader` loader to `epoch`: new batch order, new augmentation draw, fresh synthetic pairs."

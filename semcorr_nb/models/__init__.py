@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from ..flow import transfer_keypoints
+from ..backbones import WeightsUnavailable
 
 # %% auto #0
 __all__ = ['WEIGHT_SOURCES', 'MODELS', 'DEFAULT_MODEL', 'ALIASES', 'Matcher', 'ZeroFlowConfig', 'ZeroFlow', 'ModelSpec',
@@ -146,7 +147,9 @@ def build_model(name:str, # a variant name
     "Build variant `name` (random or pretrained initial weights, as its config says)."
     name = ALIASES.get(name, name)
     spec = model_spec(name)
-    return spec.build(spec.config_for(name, ablation, **overrides))
+    config = spec.config_for(name, ablation, **overrides)
+    try: return spec.build(config)
+    except WeightsUnavailable as e: raise WeightsUnavailable(f'{name}: {e}') from None
 
 def model_config(model:nn.Module) -> dict:
     "A model's architecture config as plain JSON data (what a checkpoint records and must match)."
@@ -210,7 +213,8 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}: train one with `python -m semcorr_nb.train --out {path.parent}`')
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(f'{path} is not a readable semcorr_nb checkpoint ({type(e).__name__}: {e}); '
+        why = (str(e).strip().splitlines() or [''])[0][:160]
+        raise RuntimeError(f'{path} is not a readable semcorr_nb checkpoint ({type(e).__name__}: {why}); '
                            'it may be truncated, or from another program') from e
 
 def model_from_checkpoint(path, device='cpu') -> tuple[Matcher, dict]:
