@@ -18,7 +18,7 @@ __all__ = ['WEIGHT_SOURCES', 'CONVENTIONS', 'MODELS', 'DEFAULT_MODEL', 'ALIASES'
            'OfficialWeights', 'ModelSpec', 'apply_conventions', 'register', 'discover', 'model_names', 'model_spec',
            'build_model', 'model_config', 'input_size', 'CheckpointMismatch', 'checkpoint_config', 'check_compatible',
            'load_checkpoint', 'model_from_checkpoint', 'read_official_checkpoint', 'official_model', 'model_for',
-           'models_table', 'official_table']
+           'load_mapped', 'models_table', 'official_table']
 
 # %% ../../nbs/06b_models.ipynb #09afdaac
 class Matcher(nn.Module):
@@ -312,6 +312,32 @@ def model_for(name:str, # a variant name
                                      f"{ck['model_name']!r} model, not {name!r}")
         return _model_from(ck, '', device, **overrides)
     return official_model(name, ck, device, **overrides)[0]
+
+# %% ../../nbs/06b_models.ipynb #fc301099
+def load_mapped(model:nn.Module, # the model to fill
+                sd:dict, # official name -> tensor
+                sources:dict, # our name -> (official name or names, fn(*tensors) -> our tensor)
+               ) -> list: # official keys left unused, sorted
+    "Fill every tensor of `model` from `sd` as `sources` says; refuse an uncovered tensor or a wrong shape, naming the key."
+    ours, out, used, missing, bad = model.state_dict(), {}, set(), [], []
+    for k, t in ours.items():
+        if k.endswith('num_batches_tracked'): continue
+        if k not in sources: missing.append(f'{k} (no official counterpart)'); continue
+        keys, fn = sources[k]
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        absent = [s for s in keys if s not in sd]
+        if absent: missing.append(f'{k} (needs {", ".join(absent)})'); continue
+        try: v = fn(*[sd[s] for s in keys])
+        except (RuntimeError, ValueError, IndexError):                          # a reshape that the tensor does not allow
+            bad.append(f'{" + ".join(keys)} -> {k}: shape {" + ".join(str(tuple(sd[s].shape)) for s in keys)} does not give ours {tuple(t.shape)}'); continue
+        if tuple(v.shape) != tuple(t.shape): bad.append(f'{" + ".join(keys)} -> {k}: shape {tuple(v.shape)}, ours {tuple(t.shape)}'); continue
+        out[k] = v; used.update(keys)
+    if missing: raise KeyError(f'the checkpoint does not cover {len(missing)} of our tensors: ' + '; '.join(missing[:5])
+                               + (' ...' if len(missing) > 5 else '') + ' (is it a checkpoint of this model, built with its configuration?)')
+    if bad: raise ValueError(f'{len(bad)} tensors have an unexpected shape: ' + '; '.join(bad[:5]) + (' ...' if len(bad) > 5 else '')
+                             + ' (is the model built with the checkpoint\'s configuration?)')
+    model.load_state_dict(out, strict=False)
+    return sorted(set(sd) - used)
 
 # %% ../../nbs/06b_models.ipynb #6c7034b9
 def models_table() -> str:
