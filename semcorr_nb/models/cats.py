@@ -305,5 +305,5 @@ register(ModelSpec(
     stages={'appearance': 'aggregation', 'aggregator': 'aggregation'},
     paper={'SPair PCK@0.1': 49.9},
     official=OfficialWeights(load_official_cats, official_cats_config, protocol='cats', img_size=256, loader='load_official_cats',
-                             published='Google Drive, linked from the README of SunghwanHong/Cost-Aggregation-transformers'),
+                             published='Google Drive, linked from the README of [SunghwanHong/Cost-Aggregation-transformers](https://github.com/SunghwanHong/Cost-Aggregation-transformers)'),
     doc='CATs (NeurIPS 2021): transformer aggregation of multi-level correlations'))

@@ -336,5 +336,5 @@ register(ModelSpec(
     stages={'match2match': 'aggregation'},
     paper={'SPair PCK@0.1': 53.7},
     official=OfficialWeights(load_official_tfm, official_tfm_config, protocol='transformatcher', img_size=240, loader='load_official_tfm',
-                             published=''),
+                             published=''),  # none yet: the README of wookiekim/transformatcher says they will be
     doc='TransforMatcher (CVPR 2022): additive match-to-match attention over the 4D correlation, 4D RoPE'))
