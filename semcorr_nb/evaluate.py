@@ -78,7 +78,7 @@ def evaluate_official(name:str, # a family (or variant) with a loader for its au
     meters = {p: model_pck(model, loader, alphas, protocol=p, benchmark=pck_benchmark(benchmark), device=dev, progress=True, desc=f'{split} ({p})')
               for p in dict.fromkeys([info['protocol'], 'official'])}
     print(f"{name} with the authors' weights ({checkpoint}; {len(info['dropped'])} unused official tensors) on {benchmark}/{split}, "
-          f"input {img_size or info['img_size']} px, conventions={model.config.conventions!r}:")
+          f"input {img_size or info['img_size']} px, conventions={getattr(model.config, 'conventions', None)!r}:")
     print(side_by_side(meters))
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
