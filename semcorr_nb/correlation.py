@@ -65,9 +65,9 @@ def _size2(size):
     "An int or a pair as an (h, w) pair."
     return (size, size) if isinstance(size, int) else tuple(size)
 
-def _resize(feat:Tensor, size) -> Tensor:
-    "Bilinear resize (align_corners=False) of (B, C, H, W) features to `size`, a no-op when it already has it."
-    return feat if tuple(feat.shape[-2:]) == size else F.interpolate(feat, size=size, mode='bilinear', align_corners=False)
+def _resize(feat:Tensor, size, align_corners:bool=False) -> Tensor:
+    "Bilinear resize of (B, C, H, W) features to `size`, a no-op when it already has it."
+    return feat if tuple(feat.shape[-2:]) == size else F.interpolate(feat, size=size, mode='bilinear', align_corners=align_corners)
 
 def multilayer_correlation(src_feats:list, # L source feature maps (B, C_l, H_l, W_l); C_l and sizes may differ
                            trg_feats:list, # L target feature maps (B, C_l, H'_l, W'_l)
@@ -76,6 +76,7 @@ def multilayer_correlation(src_feats:list, # L source feature maps (B, C_l, H_l,
                            relu:bool=False, # clip negative correlations to 0
                            normalize_first:bool=False, # L2-normalise before resizing (TransforMatcher's order)
                            eps:float=1e-6, # see `l2_normalize`
+                           align_corners:bool=False, # True: resize as the peers' code (TransforMatcher, CATs) does
                           ) -> Tensor: # (B, L, h_s*w_s, h_t*w_t)
     "Cosine correlation of each layer pair on a common grid, stacked as channels."
     if len(src_feats) != len(trg_feats) or not src_feats:
@@ -83,8 +84,8 @@ def multilayer_correlation(src_feats:list, # L source feature maps (B, C_l, H_l,
     size_s = _size2(size) if size is not None else tuple(src_feats[0].shape[-2:])
     size_t = _size2(trg_size) if trg_size is not None else (_size2(size) if size is not None else tuple(trg_feats[0].shape[-2:]))
     def prepare(f, size):  # (map on the common grid, its inverse norms or None if already normalised)
-        if not normalize_first: f = _resize(f, size)
-        elif tuple(f.shape[-2:]) != size: return _resize(l2_normalize(f, 1, eps), size), None
+        if not normalize_first: f = _resize(f, size, align_corners)
+        elif tuple(f.shape[-2:]) != size: return _resize(l2_normalize(f, 1, eps), size, align_corners), None
         return f, inverse_norms(f, eps)   # same grid: normalising is a scale of the product (see `correlation`)
     corrs = []
     for fs, ft in zip(src_feats, trg_feats):

@@ -9,12 +9,12 @@ from pathlib import Path
 import torch
 from .errors import UsageError, user_errors, writable_dir, Parser, json_object, int_at_least, number_in
 from .data import load_dataset, make_loader, pck_benchmark, dataset_class
-from .pck import get_protocol
-from .models import model_spec, model_names, build_model, model_from_checkpoint, input_size
+from .pck import get_protocol, pck_label
+from .models import model_spec, model_names, build_model, model_from_checkpoint, input_size, official_model
 from .learn import model_pck, show_matches
 
 # %% auto #0
-__all__ = ['RESULT_FILES', 'evaluation_model', 'evaluate', 'main']
+__all__ = ['RESULT_FILES', 'evaluation_model', 'evaluate', 'side_by_side', 'evaluate_official', 'main']
 
 # %% ../nbs/18_evaluate.ipynb #4c20f321
 def evaluation_model(checkpoint=None, baseline:str|None=None, model_args:dict|None=None, device='cpu'):
@@ -69,12 +69,48 @@ def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:
             import matplotlib.pyplot as plt; plt.close(fig)
     return meter
 
+# %% ../nbs/18_evaluate.ipynb #e58d3564
+def side_by_side(meters:dict, # protocol name -> `PCKMeter` over the same pairs
+                 by:str='pair', # 'pair' or 'keypoint' averaging
+                ) -> str:
+    "One table: a row per α, a column per protocol, each column's threshold and note in the header."
+    ms = list(meters.values())
+    head = f"{'PCK (%)':<12}" + ''.join(f"{n + ' (' + m.kind + ')':>28}" for n, m in meters.items())
+    lines = [f"PCK per {by}, {ms[0].benchmark}, {ms[0].summary()['n_pairs']} pairs:", head, '-' * len(head)]
+    for a in ms[0].alphas:
+        lines.append(f"{'α = ' + str(a):<12}" + ''.join(f"{m.summary()[pck_label(a, m.kind, by)]:>28.2f}" for m in ms))
+    return '\n'.join(lines + [f"  {n}: {m.protocol.note}" for n, m in meters.items()])
+
+def evaluate_official(name:str, # a family (or variant) with a loader for its authors' checkpoints: cats, transformatcher, actr, lpmflow
+                      checkpoint, # the authors' checkpoint file
+                      benchmark:str='synthetic', datapath:str='', split:str='test', alphas=(0.05, 0.1, 0.15),
+                      img_size:int|None=None, # default: the paper's input size
+                      batch_size:int=8, n_pairs:int=0, num_workers:int=2, device:str='', out=None,
+                      model_args:dict|None=None, # config fields over what the checkpoint implies (e.g. a CATs layer set)
+                     ) -> dict: # protocol name -> `PCKMeter`: the paper's, then 'official'
+    "PCK of an authors' checkpoint (built with `conventions='official'`) under the paper's own protocol and the project's, side by side."
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    model, info = official_model(name, checkpoint, dev, **(model_args or {}))
+    ds = load_dataset(benchmark, split, datapath or None, n_pairs=n_pairs, img_size=img_size or info['img_size'])
+    loader = make_loader(ds, batch_size, num_workers=num_workers)
+    meters = {p: model_pck(model, loader, alphas, protocol=p, benchmark=pck_benchmark(benchmark), device=dev, progress=True, desc=f'{split} ({p})')
+              for p in dict.fromkeys([info['protocol'], 'official'])}
+    print(f"{name} with the authors' weights ({checkpoint}; {len(info['dropped'])} unused official tensors) on {benchmark}/{split}, "
+          f"input {img_size or info['img_size']} px, conventions={getattr(model.config, 'conventions', None)!r}:")
+    print(side_by_side(meters))
+    if out is not None:
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        for p, m in meters.items(): m.to_json(out/f'pck_{p}.json'); m.to_csv(out/f'pck_{p}.csv')
+    return meters
+
 # %% ../nbs/18_evaluate.ipynb #542f89f7
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.evaluate`."
     p = Parser(prog='python -m semcorr_nb.evaluate', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description='PCK of a trained checkpoint, or of a training-free baseline, on a benchmark split.')
-    p.add_argument('--checkpoint', help='a best.pth / last.pth written by semcorr_nb.train')
+    p.add_argument('--checkpoint', help='a best.pth / last.pth written by semcorr_nb.train (with --official: the authors\' model_best.pth)')
+    p.add_argument('--official', metavar='MODEL', help="--checkpoint is the authors' own checkpoint of MODEL (cats, transformatcher, actr, lpmflow): "
+                   "built with conventions='official', scored under the paper's protocol and the project's, side by side")
     p.add_argument('--baseline', help="a training-free model: 'zero', or nearest neighbours of backbone features: 'nn-dinov2', 'nn-dino', 'nn-ibot'")
     p.add_argument('--model-args', type=json_object, default=None, help='JSON object of config fields for the baseline')
     p.add_argument('--backbone-checkpoint', help='local weights for the nn- baselines (e.g. the iBOT checkpoint file)')
@@ -93,6 +129,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     model_args = dict(a.model_args or {}, **({'checkpoint': a.backbone_checkpoint} if a.backbone_checkpoint else {}))
     with user_errors(a.debug):
+        if a.official:
+            if not a.checkpoint: raise UsageError("--official needs --checkpoint: the authors' checkpoint file")
+            return evaluate_official(a.official, a.checkpoint, a.benchmark, a.datapath, a.split, a.alphas, a.img_size, a.batch_size,
+                                     a.pairs, a.num_workers, a.device, a.out, model_args=a.model_args)
         return evaluate(a.checkpoint, a.benchmark, a.datapath, a.split, a.baseline, a.protocol, a.alphas, a.img_size, a.batch_size,
                         a.pairs, a.num_workers, a.device, a.out, model_args=model_args)
 

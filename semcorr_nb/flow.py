@@ -10,8 +10,9 @@ from torch import Tensor
 from .core import grid_coords
 
 # %% auto #0
-__all__ = ['soft_argmax', 'kernel_soft_argmax', 'coords_to_flow', 'flow_to_coords', 'corr_to_flow', 'flow_to_cells',
-           'cells_to_flow', 'transfer_keypoints', 'soft_sampler']
+__all__ = ['GRID_KINDS', 'READOUTS', 'axis_coords', 'cell_positions', 'soft_argmax', 'kernel_soft_argmax', 'coords_to_flow',
+           'flow_to_coords', 'corr_to_flow', 'corner_grid_to_centres', 'flow_to_cells', 'cells_to_flow',
+           'transfer_keypoints', 'soft_sampler']
 
 # %% ../nbs/02_flow.ipynb #3aac2a65
 def _hw(hw, n:int) -> tuple:
@@ -24,55 +25,93 @@ def _hw(hw, n:int) -> tuple:
     if h * w != n: raise ValueError(f"grid {h}x{w} does not have the {n} cells of the correlation")
     return h, w
 
+GRID_KINDS = ('centres', 'corners')
+
+def axis_coords(n:int, # cells along the axis
+                kind:str='centres', # 'centres': (2j+1)/n - 1 (the project's); 'corners': linspace(-1, 1, n) (the peers' code)
+                device=None, dtype=torch.float32,
+               ) -> Tensor: # (n,) normalised coordinate of each cell
+    "Where the cells of one axis sit in normalised coordinates, under one of the two grid conventions."
+    work = torch.float64 if dtype == torch.float64 else torch.float32        # computed in float32 (float64), then cast
+    if kind == 'centres': return ((2 * torch.arange(n, device=device, dtype=work) + 1) / n - 1).to(dtype)
+    if kind == 'corners': return torch.linspace(-1, 1, n, device=device, dtype=work).to(dtype)
+    raise ValueError(f'grid must be one of {GRID_KINDS} or a pair of coordinate tensors, got {kind!r}')
+
+def cell_positions(h:int, w:int, # the grid
+                   grid='centres', # a kind of `GRID_KINDS`, or a pair of tensors (coord_x (w,), coord_y (h,))
+                   device=None, dtype=torch.float32,
+                  ) -> Tensor: # (h, w, 2) normalised (x, y) of every cell
+    "The position of every cell of an (h, w) grid: a grid kind, or given coordinates per axis."
+    if isinstance(grid, str): xs, ys = axis_coords(w, grid, device, dtype), axis_coords(h, grid, device, dtype)
+    else: xs, ys = grid[0].to(device=device, dtype=dtype), grid[1].to(device=device, dtype=dtype)
+    if (xs.numel(), ys.numel()) != (w, h): raise ValueError(f'grid coordinates of sizes ({xs.numel()}, {ys.numel()}) do not fit a {h}x{w} grid')
+    return torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)], -1)
+
+def _work_dtype(t:Tensor): return torch.float64 if t.dtype == torch.float64 else torch.float32
+
 def soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
                 hw_t=None, # target grid (h_t, w_t); None for a square grid
                 beta:float=0.02, # softmax temperature
+                grid='centres', # where the target cells sit: 'centres', 'corners' or (coord_x, coord_y)
                ) -> Tensor: # (..., HW_s, 2) expected normalised target position (x, y) of each source cell
-    "Soft-argmax over the target cells of each row: the expected cell centre under `softmax(corr / beta)`."
+    "Soft-argmax over the target cells of each row: the expected cell position under `softmax(corr / beta)`."
     ht, wt = _hw(hw_t, corr.shape[-1])
-    prob = torch.softmax(corr.float() / beta, dim=-1)                                     # (..., HW_s, HW_t)
-    centres = grid_coords(ht, wt, device=corr.device, dtype=torch.float32).view(-1, 2)    # (HW_t, 2)
-    return (prob @ centres).to(corr.dtype)
+    work = _work_dtype(corr)                                                              # float32, or float64 for float64
+    prob = torch.softmax(corr.to(work) / beta, dim=-1)                                    # (..., HW_s, HW_t)
+    pos = cell_positions(ht, wt, grid, corr.device, work).view(-1, 2)                     # (HW_t, 2)
+    return (prob @ pos).to(corr.dtype)
 
 # %% ../nbs/02_flow.ipynb #9fa6f509
 def kernel_soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
                        hw_t=None, # target grid (h_t, w_t); None for a square grid
                        sigma:float=10., # std of the Gaussian around each row's argmax, in target cells
                        beta:float=1., # softmax temperature
+                       grid='centres', # where the target cells sit (see `soft_argmax`)
                       ) -> Tensor: # (..., HW_s, 2) normalised target position (x, y) of each source cell
     "TransforMatcher's soft-argmax: scores multiplied by a Gaussian centred on the row's argmax, then soft-argmax."
     ht, wt = _hw(hw_t, corr.shape[-1])
+    work = _work_dtype(corr)
     peak = corr.argmax(-1)                                                        # (..., HW_s)
-    rows = torch.arange(ht, device=corr.device, dtype=torch.float32)
-    cols = torch.arange(wt, device=corr.device, dtype=torch.float32)
+    rows = torch.arange(ht, device=corr.device, dtype=work)
+    cols = torch.arange(wt, device=corr.device, dtype=work)
     gy = torch.exp(-(rows - (peak // wt)[..., None]).pow(2) / (2 * sigma ** 2))  # (..., HW_s, h_t)
     gx = torch.exp(-(cols - (peak % wt)[..., None]).pow(2) / (2 * sigma ** 2))   # (..., HW_s, w_t)
     gauss = (gy[..., :, None] * gx[..., None, :]).flatten(-2)                      # (..., HW_s, HW_t)
-    return soft_argmax(gauss * corr.float(), (ht, wt), beta=beta).to(corr.dtype)
+    return soft_argmax(gauss * corr.to(work), (ht, wt), beta=beta, grid=grid).to(corr.dtype)
 
 # %% ../nbs/02_flow.ipynb #5ca79944
 def coords_to_flow(coords:Tensor, # (..., 2, h, w) normalised target position matched by each source cell
-                  ) -> Tensor: # (..., 2, h, w) flow: position minus the source cell centre
-    "Dense flow from a map of matched positions: subtract each source cell's centre."
+                   grid:str='centres', # where the source cells sit: 'centres' or 'corners'
+                  ) -> Tensor: # (..., 2, h, w) flow: position minus the source cell position
+    "Dense flow from a map of matched positions: subtract each source cell's position."
     h, w = coords.shape[-2:]
-    return coords - grid_coords(h, w, device=coords.device, dtype=coords.dtype).permute(2, 0, 1)
+    return coords - cell_positions(h, w, grid, coords.device, coords.dtype).permute(2, 0, 1)
 
 def flow_to_coords(flow:Tensor, # (..., 2, h, w) normalised flow
+                   grid:str='centres', # where the source cells sit: 'centres' or 'corners'
                   ) -> Tensor: # (..., 2, h, w) normalised target position of each source cell
-    "Matched positions from a dense flow: add each source cell's centre (inverse of `coords_to_flow`)."
+    "Matched positions from a dense flow: add each source cell's position (inverse of `coords_to_flow`)."
     h, w = flow.shape[-2:]
-    return flow + grid_coords(h, w, device=flow.device, dtype=flow.dtype).permute(2, 0, 1)
+    return flow + cell_positions(h, w, grid, flow.device, flow.dtype).permute(2, 0, 1)
 
 def corr_to_flow(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
                  hw_s=None, # source grid (h_s, w_s); None for a square grid
                  hw_t=None, # target grid (h_t, w_t); None for a square grid
                  beta:float=0.02, # soft-argmax temperature
                  sigma:float|None=None, # if given, use `kernel_soft_argmax` with this sigma (target cells)
+                 grid='centres', # target cell positions: 'centres', 'corners' or learned (coord_x, coord_y)
                 ) -> Tensor: # (..., 2, h_s, w_s) dense source→target flow in normalised units
-    "Dense flow from a correlation: soft-argmax of each row minus the source cell centre."
+    "Dense flow from a correlation: soft-argmax of each row minus the source cell position."
     hs, ws = _hw(hw_s, corr.shape[-2])
-    coords = soft_argmax(corr, hw_t, beta) if sigma is None else kernel_soft_argmax(corr, hw_t, sigma, beta)  # (..., HW_s, 2)
-    return coords_to_flow(coords.transpose(-1, -2).unflatten(-1, (hs, ws)))
+    coords = soft_argmax(corr, hw_t, beta, grid) if sigma is None else kernel_soft_argmax(corr, hw_t, sigma, beta, grid)  # (..., HW_s, 2)
+    return coords_to_flow(coords.transpose(-1, -2).unflatten(-1, (hs, ws)), grid if isinstance(grid, str) else 'centres')
+
+# %% ../nbs/02_flow.ipynb #ee7e84d9
+def corner_grid_to_centres(g:Tensor, # (n,) coordinates in the corner frame `linspace(-1, 1, n)` (the peers' code)
+                          ) -> Tensor: # (n,) the same points in the cell-centre frame
+    "Affine map from the peers' corner-aligned grid coordinates to the project's cell-centre frame."
+    n = g.numel()
+    return ((g + 1) * (n - 1) + 1) / n - 1
 
 # %% ../nbs/02_flow.ipynb #80714b6a
 def flow_to_cells(flow:Tensor, # (..., 2, h, w) normalised flow
@@ -88,25 +127,38 @@ def cells_to_flow(cells:Tensor, # (..., 2, h, w) displacement in cells of the (h
     return cells / cells.new_tensor([w / 2, h / 2]).view(2, 1, 1)
 
 # %% ../nbs/02_flow.ipynb #767259c1
+READOUTS = ('bilinear', 'truncated')
+
 def transfer_keypoints(flow:Tensor, # (B, 2, h, w) dense source→target flow, normalised units
                        src_kps:Tensor, # (B, N, 2) source keypoints, normalised (x, y)
+                       readout:str='bilinear', # 'bilinear' at the keypoint, or 'truncated' (the peers' integer pixel)
+                       frame=None, # 'truncated': the pixel frame (H, W) or side the peers read the flow in
                       ) -> Tensor: # (B, N, 2) predicted target keypoints, normalised
-    "Move keypoints along a dense flow read bilinearly at their position (`grid_sample`, border padding)."
+    "Move keypoints along a dense flow read bilinearly at their position (`grid_sample`, border padding), or at the truncated pixel."
+    if readout not in READOUTS: raise ValueError(f'readout must be one of {READOUTS}, got {readout!r}')
     if src_kps.shape[-2] == 0: return src_kps.clone()
-    disp = F.grid_sample(flow, src_kps.to(flow.dtype).unsqueeze(2), mode='bilinear',
-                         padding_mode='border', align_corners=False)                   # (B, 2, N, 1)
-    return src_kps + disp.squeeze(-1).transpose(1, 2).to(src_kps.dtype)
+    at, base = src_kps.to(flow.dtype), src_kps
+    if readout == 'truncated':
+        if frame is None: raise ValueError("readout='truncated' needs the pixel frame (H, W) it truncates in")
+        H, W = (frame, frame) if isinstance(frame, int) else frame
+        size = src_kps.new_tensor([W, H])
+        pix = ((src_kps + 1) * size / 2).floor().clamp(min=0).minimum(size - 1)      # (B, N, 2) integer pixels
+        at, base = ((2 * pix + 1) / size - 1).to(flow.dtype), 2 * pix / size - 1       # read at its centre, move its corner
+    disp = F.grid_sample(flow, at.unsqueeze(2), mode='bilinear', padding_mode='border', align_corners=False)  # (B, 2, N, 1)
+    return base + disp.squeeze(-1).transpose(1, 2).to(src_kps.dtype)
 
 # %% ../nbs/02_flow.ipynb #58ed8fbe
 def soft_sampler(coords:Tensor, # (..., HW_s, 2) normalised target position of each source cell (a soft-argmax)
                  src_kps:Tensor, # (..., N, 2) source keypoints, normalised (x, y)
                  hw_s=None, # source grid (h_s, w_s); None for a square grid
                  tau:float=0.05, # radius of the tent, normalised units (TransforMatcher: 0.1 train, 0.05 test)
+                 grid:str='centres', # where the source cells sit: 'centres' or 'corners' (TransforMatcher's code)
                 ) -> Tensor: # (..., N, 2) predicted target keypoints, normalised
     "TransforMatcher's keypoint transfer: a tent-weighted (radius `tau`) average of the positions of nearby source cells."
     hs, ws = _hw(hw_s, coords.shape[-2])
-    cells = grid_coords(hs, ws, device=coords.device, dtype=torch.float32).view(-1, 2)       # (HW_s, 2)
-    dist = ((src_kps.float()[..., :, None, :] - cells).pow(2).sum(-1) + 1e-5).sqrt()          # (..., N, HW_s)
+    work = _work_dtype(coords)
+    cells = cell_positions(hs, ws, grid, coords.device, work).view(-1, 2)                  # (HW_s, 2)
+    dist = ((src_kps.to(work)[..., :, None, :] - cells).pow(2).sum(-1) + 1e-5).sqrt()     # (..., N, HW_s)
     weights = (tau - dist).clamp(min=0)
     weights = weights / (weights.sum(-1, keepdim=True) + 1e-5)
-    return (weights @ coords.float()).to(coords.dtype)
+    return (weights @ coords.to(work)).to(coords.dtype)

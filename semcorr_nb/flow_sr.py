@@ -14,7 +14,7 @@ from .flow import corr_to_flow, flow_to_cells, cells_to_flow
 
 # %% auto #0
 __all__ = ['upsample_flow', 'relative_position_index', 'window_attention', 'WindowAttention', 'ChannelAttention',
-           'in_window_bands', 'WindowUnit', 'DualWindowBlock', 'FlowRefiner']
+           'in_window_bands', 'WindowUnit', 'DualWindowBlock', 'window_unit_sources', 'FlowRefiner']
 
 # %% ../nbs/12_flow_sr.ipynb #1b6b42ae
 def upsample_flow(flow:Tensor, # (B, 2, h, w) normalised flow
@@ -144,6 +144,21 @@ class DualWindowBlock(nn.Module):
     def forward(self, x:Tensor, # (B, C, H, W)
                ) -> Tensor:
         return sum(u(x) for u in self.units)
+
+# %% ../nbs/12_flow_sr.ipynb #538b8bb5
+def window_unit_sources(ours:str, # our unit's prefix, e.g. 'refiner.stages.0.units.0'
+                        theirs:str, # the official unit's prefix, e.g. 'refine_swin_decoder_2_1'
+                       ) -> dict: # our name -> (official name, transform)
+    "Where each tensor of a `WindowUnit` comes from in the official ACTR/LPMFlow layout (Swin stage in a residual wrapper, then channel attention)."
+    same = lambda v: v
+    blk = f'{theirs}.0.transformer.layers.0.blocks.0.'
+    names = {'norm1': blk + 'norm1', 'attn.qkv': blk + 'attn.qkv', 'attn.proj': blk + 'attn.proj', 'norm2': blk + 'norm2',
+             'mlp.0': blk + 'mlp.fc1', 'mlp.2': blk + 'mlp.fc2', 'norm_out': f'{theirs}.0.transformer.norm'}
+    out = {f'{ours}.{a}.{p}': (f'{b}.{p}', same) for a, b in names.items() for p in ('weight', 'bias')}
+    out[f'{ours}.attn.bias_table'] = (blk + 'attn.relative_position_bias_table', same)
+    out[f'{ours}.channel.mlp.0.weight'] = (f'{theirs}.1.fc.0.weight', same)
+    out[f'{ours}.channel.mlp.2.weight'] = (f'{theirs}.1.fc.2.weight', same)
+    return out
 
 # %% ../nbs/12_flow_sr.ipynb #dde41895
 class FlowRefiner(nn.Module):

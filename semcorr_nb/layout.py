@@ -129,6 +129,8 @@ class JointTower(nn.Module):
         if self.biases is None: return None
         table = self.biases[i].table
         if torch.is_grad_enabled() and table.requires_grad: return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
+        # a model built under `torch.inference_mode` has inference tensors: no version counter to key a cache on
+        if table.is_inference(): return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
         # no gradient wanted (inference): reuse the gathered bias until the table changes (version counter)
         key = (tuple(hw), table.device, table.dtype, table.data_ptr(), table._version)
         hit = self._bias_cache.get(i)

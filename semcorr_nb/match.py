@@ -10,12 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import pixel_to_norm, norm_to_pixel, normalize_image, to_tensor_image
-from .models import model_from_checkpoint, input_size
+from .models import model_from_checkpoint, input_size, official_model
 from .errors import UsageError, user_errors, writable_dir, Parser, int_at_least
 
 # %% auto #0
 __all__ = ['ImageError', 'read_image', 'parse_points', 'grid_points', 'check_points', 'prepare_image', 'match_images',
-           'draw_matches', 'trained_on_drawings', 'main']
+           'trained_on_drawings', 'match_model', 'draw_matches', 'main']
 
 # %% ../nbs/19_match.ipynb #21b003da
 class ImageError(ValueError):
@@ -76,6 +76,25 @@ def match_images(model, src:np.ndarray, trg:np.ndarray, points:torch.Tensor, img
     pred = model.transfer(out, pixel_to_norm(points.to(device).float()[None], src_hw))      # (1, N, 2) normalised
     return norm_to_pixel(pred.float(), trg_hw)[0].cpu()
 
+# %% ../nbs/19_match.ipynb #7bf28cb2
+def trained_on_drawings(ck:dict) -> bool:
+    "Whether a checkpoint was trained on the synthetic benchmark (drawn shapes, not photos)."
+    return str((ck.get('train_config') or {}).get('benchmark', '')).startswith('synthetic')
+
+def match_model(checkpoint, # a `train` checkpoint, or with `official` the authors' checkpoint
+                official:str|None=None, # the model family of an authors' checkpoint (cats, transformatcher, actr, lpmflow)
+                device='cpu', img_size:int|None=None, # the input side (default: the checkpoint's, or the paper's)
+               ) -> tuple: # (model in eval mode, input side, its name)
+    "The model `match` runs, its input size and its name."
+    if official:
+        model, info = official_model(official, checkpoint, device)
+        return model, img_size or info['img_size'], official
+    model, ck = model_from_checkpoint(checkpoint, device)
+    if trained_on_drawings(ck):
+        print(f"warning: {checkpoint} was trained on the synthetic benchmark (drawn shapes): on photos most of its matches "
+              "are wrong; train on spair or pfpascal for real images", file=sys.stderr)
+    return model, img_size or ck.get('train_config', {}).get('img_size') or input_size(ck['model_name']), ck['model_name']
+
 # %% ../nbs/19_match.ipynb #38711065
 def draw_matches(src:np.ndarray, trg:np.ndarray, src_pts, trg_pts, path, title=''):
     "Side-by-side picture of the two images with a line per match."
@@ -91,16 +110,14 @@ def draw_matches(src:np.ndarray, trg:np.ndarray, src_pts, trg_pts, path, title='
         ax.plot([x0, x1 + src.shape[1]], [y0, y1], '-', color=c, lw=1); ax.plot([x0, x1 + src.shape[1]], [y0, y1], 'o', color=c, ms=3)
     fig.tight_layout(); fig.savefig(path); plt.close(fig)
 
-def trained_on_drawings(ck:dict) -> bool:
-    "Whether a checkpoint was trained on the synthetic benchmark (drawn shapes, not photos)."
-    return str((ck.get('train_config') or {}).get('benchmark', '')).startswith('synthetic')
-
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.match`."
     p = Parser(prog='python -m semcorr_nb.match', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                description='Transfer points from one image to another with a trained model.')
     p.add_argument('source'); p.add_argument('target')
-    p.add_argument('--checkpoint', required=True, help='best.pth / last.pth written by semcorr_nb.train')
+    p.add_argument('--checkpoint', required=True, help="best.pth / last.pth written by semcorr_nb.train (with --official: the authors' model_best.pth)")
+    p.add_argument('--official', metavar='MODEL', help="--checkpoint is the authors' own checkpoint of MODEL (cats, transformatcher, actr, lpmflow), "
+                   "built with conventions='official'")
     p.add_argument('--points', help='"x,y x,y ..." in source pixels')
     p.add_argument('--points-file', help='JSON list of [x, y] in source pixels')
     p.add_argument('--grid', type=int_at_least(1), default=5, help='without points: an n×n grid')
@@ -122,17 +139,13 @@ def main(argv=None):
             except Exception as e: raise ValueError(f'--points-file {a.points_file}: expected a JSON list of [x, y] pairs ({e})') from e
         else: pts = grid_points(src.shape[:2], a.grid)
         check_points(pts, src.shape[:2])
-        model, ck = model_from_checkpoint(a.checkpoint, dev)
-        if trained_on_drawings(ck):
-            print(f"warning: {a.checkpoint} was trained on the synthetic benchmark (drawn shapes): on photos most of its matches "
-                  "are wrong; train on spair or pfpascal for real images", file=sys.stderr)
-        size = a.img_size or ck.get('train_config', {}).get('img_size') or input_size(ck['model_name'])
+        model, size, name = match_model(a.checkpoint, a.official, dev, a.img_size)
         pred = match_images(model, src, trg, pts, size, dev)
-    res = dict(source=str(a.source), target=str(a.target), checkpoint=str(a.checkpoint), model=ck['model_name'],
+    res = dict(source=str(a.source), target=str(a.target), checkpoint=str(a.checkpoint), model=name,
                source_size_hw=list(src.shape[:2]), target_size_hw=list(trg.shape[:2]), input_size=size,
                matches=[dict(source=[round(v, 2) for v in s], target=[round(v, 2) for v in t]) for s, t in zip(pts.tolist(), pred.tolist())])
     (out/'matches.json').write_text(json.dumps(res, indent=1))
-    draw_matches(src, trg, pts, pred, out/'matches.png', f"{ck['model_name']}: {Path(a.source).name} → {Path(a.target).name}")
+    draw_matches(src, trg, pts, pred, out/'matches.png', f"{name}: {Path(a.source).name} → {Path(a.target).name}")
     print(f'{len(pts)} points matched: {out/"matches.json"}, {out/"matches.png"}')
     return res
 

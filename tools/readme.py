@@ -7,8 +7,9 @@
 Markdown cells are copied as they are; code cells become ```python blocks with their directive lines
 (`#| ...`) removed; cells marked `#| hide` are left out; text outputs are kept as indented blocks and
 images are left out (link committed pictures from markdown instead). A line `<!-- registry: models -->`
-in a markdown cell becomes the table of the registered models (`semcorr_nb.models.models_table`), so the
-README lists what the code knows.
+in a markdown cell becomes the table of the registered models (`semcorr_nb.models.models_table`), and a line
+`<!-- registry: official -->` the table of the authors' checkpoints they can load (`semcorr_nb.models.official_table`),
+so the README lists what the code knows.
 """
 import json, sys
 from pathlib import Path
@@ -20,18 +21,30 @@ def directives(src:str) -> set:
     return {l[3:].strip().split(':')[0].strip() for l in src.splitlines() if l.startswith('#|')}
 
 MODELS_MARKER = '<!-- registry: models -->'
+OFFICIAL_MARKER = '<!-- registry: official -->'
 
 def models_table() -> str:
     sys.path.insert(0, str(ROOT))
     from semcorr_nb.models import models_table
     return models_table()
 
+def official_table() -> str:
+    sys.path.insert(0, str(ROOT))
+    from semcorr_nb.models import official_table
+    return official_table()
+
+def markdown(src:str) -> str:
+    "A markdown cell with its registry markers replaced by the tables."
+    if MODELS_MARKER in src: src = src.replace(MODELS_MARKER, models_table())
+    if OFFICIAL_MARKER in src: src = src.replace(OFFICIAL_MARKER, official_table())
+    return src.strip()
+
 def render(nb:dict) -> str:
     out = []
     for c in nb['cells']:
         src = ''.join(c['source'])
         if 'hide' in directives(src): continue
-        if c['cell_type'] == 'markdown': out.append(src.strip().replace(MODELS_MARKER, models_table()) if MODELS_MARKER in src else src.strip())
+        if c['cell_type'] == 'markdown': out.append(markdown(src))
         elif c['cell_type'] == 'code':
             code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
             if not code: continue

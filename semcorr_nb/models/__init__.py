@@ -4,7 +4,7 @@
 
 # %% ../../nbs/06b_models.ipynb #d7210011
 from __future__ import annotations
-import dataclasses, importlib, importlib.util, json, os, pkgutil, sys
+import argparse, dataclasses, importlib, importlib.util, json, os, pkgutil, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,10 +15,11 @@ from ..flow import transfer_keypoints
 from ..backbones import WeightsUnavailable
 
 # %% auto #0
-__all__ = ['WEIGHT_SOURCES', 'MODELS', 'DEFAULT_MODEL', 'ALIASES', 'Matcher', 'ZeroFlowConfig', 'ZeroFlow', 'ModelSpec',
-           'register', 'discover', 'model_names', 'model_spec', 'build_model', 'model_config', 'input_size',
-           'CheckpointMismatch', 'checkpoint_config', 'check_compatible', 'load_checkpoint', 'model_from_checkpoint',
-           'models_table']
+__all__ = ['WEIGHT_SOURCES', 'CONVENTIONS', 'MODELS', 'DEFAULT_MODEL', 'ALIASES', 'Matcher', 'ZeroFlowConfig', 'ZeroFlow',
+           'OfficialWeights', 'ModelSpec', 'apply_conventions', 'register', 'discover', 'model_names', 'model_spec',
+           'build_model', 'model_config', 'input_size', 'CheckpointMismatch', 'checkpoint_config', 'check_compatible',
+           'load_checkpoint', 'model_from_checkpoint', 'read_official_checkpoint', 'official_model', 'model_for',
+           'load_mapped', 'models_table', 'official_table']
 
 # %% ../../nbs/06b_models.ipynb #09afdaac
 class Matcher(nn.Module):
@@ -29,8 +30,9 @@ class Matcher(nn.Module):
     def transfer(self, out:dict, # the forward's output
                  src_kps:Tensor, # (B, N, 2) normalised source keypoints
                 ) -> Tensor: # (B, N, 2) normalised target keypoints
-        "Move keypoints along `out['flow']`, read bilinearly at their position."
-        return transfer_keypoints(out['flow'], src_kps)
+        "Move keypoints along `out['flow']`: read bilinearly at their position, or as the config's `readout` says."
+        c = self.config
+        return transfer_keypoints(out['flow'], src_kps, getattr(c, 'readout', 'bilinear'), getattr(c, 'readout_size', None))
 
     def loss(self, out:dict, batch:dict) -> tuple[Tensor, dict]:
         "`(loss, parts)` for a batch with normalised `src_kps`, `trg_kps` and `kps_valid`."
@@ -59,6 +61,16 @@ class ZeroFlow(Matcher):
 WEIGHT_SOURCES = ('pretrained', 'checkpoint')   # config fields saying where initial weights come from, not what the model is
 
 @dataclass
+class OfficialWeights:
+    "How to read the authors' checkpoint of a model family (`official_model`)."
+    load:Callable                             # load(model, state dict) -> official keys left unused; refuses a checkpoint that does not fit
+    config:Callable                           # config(state dict) -> config overrides the checkpoint implies (`conventions='official'` among them)
+    protocol:str                              # the paper's own PCK protocol, a key of `pck.PROTOCOLS`
+    img_size:int                              # the input side the authors evaluate at
+    published:str = ''                        # where the authors publish checkpoints ('' if nowhere)
+    loader:str = ''                           # the loader's name, for the README
+
+@dataclass
 class ModelSpec:
     "Everything the commands need to know about one model family; its notebook registers it with `register`."
     name:str                                  # the family, e.g. 'cats'
@@ -73,6 +85,7 @@ class ModelSpec:
     trainable:bool = True                     # False: a training-free baseline
     doc:str = ''                              # one line for `--list-models`
     module:str = ''                           # the module that defines it (set by `register`)
+    official:OfficialWeights|None = None      # how to read the authors' checkpoints, if they have a layout we know
 
     @property
     def variants(self) -> list[str]: return list(self.presets)
@@ -97,6 +110,19 @@ class ModelSpec:
     def recipe_for(self, variant:str|None=None) -> dict:
         "The training recipe of `variant`: the paper's, with the variant's changes."
         return {**self.recipe, **self.recipes.get(variant or self.variants[0], {})}
+
+# %% ../../nbs/06b_models.ipynb #5480bb8e
+CONVENTIONS = ('exact', 'official')
+
+def apply_conventions(config, # a config dataclass with a `conventions` field
+                      official:dict, # option -> the official code's value
+                     ):
+    "With `config.conventions == 'official'` set each option of `official` to its value; with 'exact' leave them as given."
+    if config.conventions not in CONVENTIONS:
+        raise ValueError(f'conventions must be one of {CONVENTIONS}, got {config.conventions!r}')
+    if config.conventions == 'official':
+        for k, v in official.items(): setattr(config, k, v)
+    return config
 
 # %% ../../nbs/06b_models.ipynb #3a1bfd41
 MODELS:dict = {}                      # variant name -> the `ModelSpec` of its family
@@ -217,15 +243,105 @@ def load_checkpoint(path, map_location='cpu') -> dict:
         raise RuntimeError(f'{path} is not a readable semcorr_nb checkpoint ({type(e).__name__}: {why}); '
                            'it may be truncated, or from another program') from e
 
+def _model_from(ck:dict, path, device, **overrides) -> Matcher:
+    "The model of a loaded `train` checkpoint, its config fields overridden by `overrides`, in eval mode."
+    cfg = {k: v for k, v in checkpoint_config(ck, path).items() if k not in WEIGHT_SOURCES}
+    no_weights = {k: (False if k == 'pretrained' else None) for k in WEIGHT_SOURCES if k in model_spec(ck['model_name']).fields()}
+    model = build_model(ck['model_name'], **{**cfg, **no_weights, **overrides})
+    model.load_state_dict(ck['model'])
+    return model.to(device).eval()
+
 def model_from_checkpoint(path, device='cpu') -> tuple[Matcher, dict]:
     "Rebuild the model a `train` checkpoint was made with and load its weights; returns `(model in eval mode, checkpoint)`."
     ck = load_checkpoint(path)
     if 'model_name' not in ck or 'model' not in ck:
         raise ValueError(f'{path} is not a semcorr_nb.train checkpoint (no model_name/model entries)')
-    cfg = {k: v for k, v in checkpoint_config(ck, path).items() if k not in WEIGHT_SOURCES}
-    model = build_model(ck['model_name'], **cfg, **{k: (False if k == 'pretrained' else None) for k in WEIGHT_SOURCES if k in model_spec(ck['model_name']).fields()})
-    model.load_state_dict(ck['model'])
-    return model.to(device).eval(), ck
+    return _model_from(ck, path, device), ck
+
+# %% ../../nbs/06b_models.ipynb #22e78a07
+def _safe_globals() -> list:
+    "What an authors' checkpoint may hold besides tensors: argparse namespaces and numpy scalars."
+    import numpy as np
+    core = getattr(np, '_core', None) or np.core
+    out = [argparse.Namespace, np.dtype, core.multiarray.scalar]
+    out += [getattr(np.dtypes, n) for n in ('Float64DType', 'Float32DType', 'Int64DType', 'Int32DType') if hasattr(np, 'dtypes')]
+    return out
+
+def read_official_checkpoint(ckpt, # path of an authors' checkpoint file, or the loaded dict
+                            ) -> dict: # name -> tensor, `module.` prefixes removed
+    "The state dict of an authors' checkpoint (`state_dict` inside, or the dict itself), read with `weights_only=True`."
+    if isinstance(ckpt, (str, Path)):
+        path = Path(ckpt)
+        if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}: download the authors\' model_best.pth and give its path')
+        try:
+            with torch.serialization.safe_globals(_safe_globals()): ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f'{path} cannot be read safely ({type(e).__name__}: {e}); if you trust it, save its state dict alone: '
+                               "torch.save(torch.load(p, weights_only=False)['state_dict'], 'weights.pth')") from e
+    if not isinstance(ckpt, dict): raise ValueError(f'expected a checkpoint dict, got {type(ckpt).__name__}')
+    sd = ckpt['state_dict'] if isinstance(ckpt.get('state_dict'), dict) else ckpt
+    return {k.removeprefix('module.'): v for k, v in sd.items() if torch.is_tensor(v)}
+
+def official_model(name:str, # a family or variant with an `official` entry in its spec
+                   checkpoint, # the authors' checkpoint: a path or a loaded dict
+                   device='cpu',
+                   **overrides, # config fields that win over what the checkpoint implies (e.g. conventions='exact')
+                  ) -> tuple[Matcher, dict]: # (model in eval mode, dict(dropped, protocol, img_size, config))
+    "Build `name` as the authors' checkpoint needs it (its configuration, `conventions='official'`) and load it."
+    spec = model_spec(name)
+    if spec.official is None:
+        known = sorted({s.name for s in MODELS.values() if s.official is not None})
+        raise ValueError(f'{spec.name} has no loader for the authors\' checkpoints; the families that have one: {", ".join(known)}')
+    sd = read_official_checkpoint(checkpoint)
+    variant = ALIASES.get(name, name) if ALIASES.get(name, name) in spec.presets else None
+    cfg = spec.config_for(variant, **{**spec.official.config(sd), **overrides})
+    model = spec.build(cfg)
+    dropped = spec.official.load(model, sd)
+    info = dict(dropped=dropped, protocol=spec.official.protocol, img_size=spec.official.img_size, config=model_config(model))
+    return model.to(device).eval(), info
+
+def model_for(name:str, # a variant name
+              checkpoint=None, # None (initial weights), a `train` checkpoint, or an authors' checkpoint: a path or a loaded dict
+              device='cpu', **overrides) -> Matcher: # config fields
+    "Variant `name` with the weights of `checkpoint`, whichever program wrote it; in eval mode when a checkpoint is given."
+    if checkpoint is None: return build_model(name, **overrides).to(device)
+    ck = checkpoint
+    if not isinstance(ck, dict):
+        path = Path(checkpoint)
+        if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
+        with torch.serialization.safe_globals(_safe_globals()): ck = torch.load(path, map_location='cpu', weights_only=True)
+    if isinstance(ck, dict) and 'model_name' in ck and 'model' in ck:                 # written by `train`
+        if model_spec(ck['model_name']).name != model_spec(name).name:
+            raise CheckpointMismatch(f"{checkpoint if not isinstance(checkpoint, dict) else 'the checkpoint'} holds a "
+                                     f"{ck['model_name']!r} model, not {name!r}")
+        return _model_from(ck, '', device, **overrides)
+    return official_model(name, ck, device, **overrides)[0]
+
+# %% ../../nbs/06b_models.ipynb #fc301099
+def load_mapped(model:nn.Module, # the model to fill
+                sd:dict, # official name -> tensor
+                sources:dict, # our name -> (official name or names, fn(*tensors) -> our tensor)
+               ) -> list: # official keys left unused, sorted
+    "Fill every tensor of `model` from `sd` as `sources` says; refuse an uncovered tensor or a wrong shape, naming the key."
+    ours, out, used, missing, bad = model.state_dict(), {}, set(), [], []
+    for k, t in ours.items():
+        if k.endswith('num_batches_tracked'): continue
+        if k not in sources: missing.append(f'{k} (no official counterpart)'); continue
+        keys, fn = sources[k]
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        absent = [s for s in keys if s not in sd]
+        if absent: missing.append(f'{k} (needs {", ".join(absent)})'); continue
+        try: v = fn(*[sd[s] for s in keys])
+        except (RuntimeError, ValueError, IndexError):                          # a reshape that the tensor does not allow
+            bad.append(f'{" + ".join(keys)} -> {k}: shape {" + ".join(str(tuple(sd[s].shape)) for s in keys)} does not give ours {tuple(t.shape)}'); continue
+        if tuple(v.shape) != tuple(t.shape): bad.append(f'{" + ".join(keys)} -> {k}: shape {tuple(v.shape)}, ours {tuple(t.shape)}'); continue
+        out[k] = v; used.update(keys)
+    if missing: raise KeyError(f'the checkpoint does not cover {len(missing)} of our tensors: ' + '; '.join(missing[:5])
+                               + (' ...' if len(missing) > 5 else '') + ' (is it a checkpoint of this model, built with its configuration?)')
+    if bad: raise ValueError(f'{len(bad)} tensors have an unexpected shape: ' + '; '.join(bad[:5]) + (' ...' if len(bad) > 5 else '')
+                             + ' (is the model built with the checkpoint\'s configuration?)')
+    model.load_state_dict(out, strict=False)
+    return sorted(set(sd) - used)
 
 # %% ../../nbs/06b_models.ipynb #6c7034b9
 def models_table() -> str:
@@ -238,4 +354,16 @@ def models_table() -> str:
                   if spec.trainable else 'training-free')
         paper = ', '.join(f'{k} {v}' for k, v in spec.paper.items()) or '–'
         rows.append(f"| {spec.name} | {spec.doc} | {', '.join(f'`{v}`' for v in spec.variants)} | {r.get('img_size', '–')}² | {recipe} | {paper} |")
+    return '\n'.join(rows)
+
+# %% ../../nbs/06b_models.ipynb #7c1f77da
+def official_table() -> str:
+    "A Markdown table of the families with a loader for the authors' checkpoints: where they are published, the loader, the command, the paper's number."
+    discover()
+    rows = ["| model | published checkpoint | loader | evaluate it | paper (SPair-71k PCK@0.1) |", '|---|---|---|---|---|']
+    for spec in sorted({id(s): s for s in MODELS.values() if s.official is not None}.values(), key=lambda s: s.name):
+        o = spec.official
+        cmd = f'`python -m semcorr_nb.evaluate --official {spec.name} --checkpoint model_best.pth --benchmark spair`'
+        pck = spec.paper.get('SPair PCK@0.1', '–')
+        rows.append(f"| {spec.name} | {o.published or 'none released'} | `{o.loader or o.load.__name__}` | {cmd} | {pck} |")
     return '\n'.join(rows)

@@ -5,22 +5,26 @@
 # %% ../../nbs/13_actr.ipynb #025ffcde
 from __future__ import annotations
 from contextlib import nullcontext
+import re
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch import Tensor
-from ..flow import corr_to_flow
+from ..flow import corr_to_flow, axis_coords, corner_grid_to_centres
 from ..losses import keypoint_flow_target, dense_epe, correlation_ce
 from ..backbones import ViTTokens, IBOT_VITB16, TinyConvTokens
 from ..alignment import AsymmetricAligner
-from ..flow_sr import FlowRefiner, upsample_flow
-from . import Matcher, ModelSpec, register
+from ..flow_sr import FlowRefiner, upsample_flow, window_unit_sources
+from . import Matcher, ModelSpec, OfficialWeights, register, apply_conventions, read_official_checkpoint, load_mapped
 
 # %% auto #0
-__all__ = ['PRESETS', 'ABLATIONS', 'RECIPE', 'TINY_RECIPE', 'PAPER_PARAMS', 'OFFICIAL_PARAMS', 'ACTRConfig', 'actr_config',
-           'tokens_with_cls', 'ACTR']
+__all__ = ['ACTR_OFFICIAL_CONVENTIONS', 'PRESETS', 'ABLATIONS', 'RECIPE', 'TINY_RECIPE', 'PAPER_PARAMS', 'OFFICIAL_PARAMS',
+           'ACTRConfig', 'actr_config', 'tokens_with_cls', 'ACTR', 'official_actr_sources', 'load_official_actr',
+           'official_actr_config']
 
 # %% ../../nbs/13_actr.ipynb #274b0ec6
+ACTR_OFFICIAL_CONVENTIONS = dict(learnable_grid=True, readout='truncated')
+
 @dataclass
 class ACTRConfig:
     "Every switch of ACTR: backbone, alignment, flow SR, the paper's ablations and the loss."
@@ -58,6 +62,13 @@ class ACTRConfig:
     # training aids for random backbones (not in the paper; off by default, see "A tiny ACTR learns")
     cross_init: str = 'trunc_normal' # 'identity': cross-attention q, k start as the identity (map = feature dot product)
     aux_corr_weight: float = 0.      # weight of a cross-entropy on every block's correlation at the keypoints
+    # conventions (the project's by default; `conventions='official'` sets the official code's)
+    learnable_grid: bool = False     # soft-argmax coordinates as parameters (official: trainable `x_normal`, `y_normal`)
+    readout: str = 'bilinear'        # keypoint read-out: 'bilinear', or 'truncated' (official: integer pixel of the frame)
+    readout_size: int = 512          # side of the pixel frame of the 'truncated' read-out (official: 512)
+    conventions: str = 'exact'       # 'official' sets learnable_grid and readout as the official code has them
+
+    def __post_init__(self): apply_conventions(self, ACTR_OFFICIAL_CONVENTIONS)
 
 # %% ../../nbs/13_actr.ipynb #fa6f1629
 PRESETS = {
@@ -118,6 +129,12 @@ class ACTR(Matcher):
         windows = tuple(c.windows) if c.dual_window else tuple(c.windows[:1])
         self.refiner = FlowRefiner(dim, c.sr_dim, c.sr_heads, windows, c.sr_stages, c.sr_factor, c.head_hidden,
                                    c.guide_dropout, c.upsample) if c.flow_sr else None
+        if c.learnable_grid:                                                     # the official code's trainable grid, on the stored grid
+            self.coord_x, self.coord_y = nn.Parameter(axis_coords(c.pe_grid)), nn.Parameter(axis_coords(c.pe_grid))
+
+    def grid(self):
+        "Target cell positions of the soft-argmax: the learned coordinates, or the cell centres."
+        return (self.coord_x, self.coord_y) if self.config.learnable_grid else 'centres'
 
     def encode(self, src_img:Tensor, trg_img:Tensor):
         "Backbone tokens (B, 1 + h*w, C) of both images and their grids."
@@ -138,7 +155,7 @@ class ACTR(Matcher):
         s, t, hw_s, hw_t = self.encode(src_img, trg_img)
         al = self.aligner(s, t, hw_s)
         used = al['corrs'] if (c.flow_sr and c.multi_path) else al['corrs'][-1:]
-        coarse = [corr_to_flow(a, hw_s, hw_t, beta=c.beta) for a in used]           # each (B, 2, h_s, w_s)
+        coarse = [corr_to_flow(a, hw_s, hw_t, beta=c.beta, grid=self.grid()) for a in used]  # each (B, 2, h_s, w_s)
         out = dict(coarse=coarse, corrs=al['corrs'], corr=al['corrs'][-1], grids=(hw_s, hw_t))
         if self.refiner is None:
             out['flow'] = upsample_flow(coarse[-1], c.sr_factor, c.upsample)
@@ -170,10 +187,59 @@ PAPER_PARAMS = dict(head=87.8e6, total=172.8e6)                          # the p
 OFFICIAL_PARAMS = dict(head=87_011_713, head_used=58_447_232, backbone=85_798_656,
                        total=172_810_369, total_used=144_245_888, dead=28_564_481)  # counted in the official code
 
+# %% ../../nbs/13_actr.ipynb #4c1a9821
+_ACTR_UNITS = {'0.units.0': 'refine_swin_decoder_2_1', '0.units.1': 'refine_swin_decoder_1_1',   # stage 1: window 8, window 4
+               '1.units.0': 'refine_swin_decoder_2_2', '1.units.1': 'refine_swin_decoder_1_2'}   # stage 2
+_ACTR_BLOCK = {'self_attn.': 'sattn.', 'cross_attn.proj.': 'cattn.proj.', 'mlp.0.': 'mlp.fc1.', 'mlp.2.': 'mlp.fc2.'}
+
+def official_actr_sources(model:nn.Module # the ACTR to fill
+                         ) -> dict: # our name -> (official name, transform)
+    "Where each tensor of `model` comes from in an official ACTR state dict."
+    same = lambda v: v
+    depth, out = len(model.aligner.blocks), {}
+    for k in model.state_dict():
+        if k.startswith('backbone.vit.'): out[k] = ('feature_extraction.backbone.' + k.removeprefix('backbone.vit.'), same)
+        elif m := re.fullmatch(r'aligner\.blocks\.(\d+)\.(.+)', k):
+            i, sub = int(m[1]), m[2]
+            p = f'decoder.blocks.{i}.' if i < depth - 1 else 'decoder.last_block.0.'
+            if sub == 'pe.table': out[k] = (p + 'pos_embed', lambda v: v[0])
+            elif sub == 'reweight': out[k] = (p + 'spatial_attention.weight', lambda v: v.reshape(-1))
+            elif m2 := re.fullmatch(r'cross_attn\.to_([qkv])\.(weight|bias)', sub):
+                out[k] = (p + f'cattn.qkv.{m2[2]}', (lambda j: lambda v: v.chunk(3)[j])('qkv'.index(m2[1])))
+            else:
+                for a, b in _ACTR_BLOCK.items(): sub = sub.replace(a, b) if sub.startswith(a) else sub
+                out[k] = (p + sub, same)
+        elif k in ('coord_x', 'coord_y'): out[k] = (k[-1] + '_normal', corner_grid_to_centres)
+    for stage_unit, theirs in _ACTR_UNITS.items():
+        out.update(window_unit_sources(f'refiner.stages.{stage_unit}', theirs))
+    for a, b in (('guide', 'refine_proj_query_feat.0'), ('head.0', 'refine2.0'), ('head.2', 'refine2.2')):
+        for p in ('weight', 'bias'): out[f'refiner.{a}.{p}'] = (f'{b}.{p}', same)
+    return out
+
+def load_official_actr(model:nn.Module, # an ACTR built with the checkpoint's configuration (`official_actr_config`)
+                       ckpt, # path of the official `model_best.pth`, or the loaded dict / state dict
+                      ) -> list: # official keys left unused (the official code's dead parameters)
+    "Load an official ACTR checkpoint (weights_only); every tensor of ours must be covered, with its shape."
+    sd = read_official_checkpoint(ckpt)
+    if not model.config.learnable_grid and 'x_normal' in sd:
+        drift = max((sd[k] - torch.linspace(-1, 1, sd[k].numel())).abs().max().item() for k in ('x_normal', 'y_normal'))
+        if drift > 1e-6: raise ValueError(f'the checkpoint\'s soft-argmax grid x_normal/y_normal was trained (moved by up to {drift:.2g}): '
+                                          "build the model with conventions='official' (or learnable_grid=True) to hold it")
+    return load_mapped(model, sd, official_actr_sources(model))
+
+def official_actr_config(sd:dict, # an official ACTR state dict
+                        ) -> dict: # config overrides
+    "The configuration of an official ACTR checkpoint: its depth, no backbone weights from elsewhere, conventions='official'."
+    sd = read_official_checkpoint(sd)
+    depth = len({k.split('.')[2] for k in sd if k.startswith('decoder.blocks.')}) + 1
+    return dict(conventions='official', pretrained=False, checkpoint=None, depth=depth)
+
 # %% ../../nbs/13_actr.ipynb #09652419
 register(ModelSpec(
     'actr', ACTR, ACTRConfig, presets=PRESETS, ablations=ABLATIONS, recipe=RECIPE,
     recipes={'actr-h': dict(img_size=512), 'actr-tiny': TINY_RECIPE},
     stages={'aligner': 'aggregation', 'refiner': 'flow refinement'},
     paper={'SPair PCK@0.1': 62.1, 'ACTR_h (512 px)': 65.4, 'GFLOPs (official code)': 192.1},
+    official=OfficialWeights(load_official_actr, official_actr_config, protocol='actr', img_size=256, loader='load_official_actr',
+                             published='Google Drive, linked from the README of [YXSUNMADMAX/ACTR](https://github.com/YXSUNMADMAX/ACTR)'),
     doc='ACTR (CVPR 2023): asymmetric cross-attention on a frozen ViT, matching-flow super-resolution'))

@@ -14,17 +14,19 @@ from torch import Tensor
 
 from ..core import grid_coords
 from ..correlation import correlation, mutual_nn_filter
-from ..flow import soft_argmax, coords_to_flow
+from ..flow import soft_argmax, coords_to_flow, corner_grid_to_centres
 from ..losses import sparse_epe
 from ..backbones import ResNetTaps, CATS_SPAIR_LAYERS, CATS_PFPASCAL_LAYERS
-from . import Matcher, ModelSpec, register
+from . import Matcher, ModelSpec, OfficialWeights, register, apply_conventions, read_official_checkpoint
 
 # %% auto #0
-__all__ = ['CATS_PRESETS', 'CATS_ABLATIONS', 'CATsConfig', 'cats_spair', 'cats_pfpascal', 'cats_tiny', 'SelfAttention',
-           'MultiscaleBlock', 'CATsAggregator', 'cats_soft_argmax', 'official_grid_to_centres', 'CATs',
-           'map_official_cats', 'load_official_cats']
+__all__ = ['CATS_OFFICIAL_CONVENTIONS', 'CATS_PRESETS', 'CATS_ABLATIONS', 'CATsConfig', 'cats_spair', 'cats_pfpascal',
+           'cats_tiny', 'SelfAttention', 'MultiscaleBlock', 'CATsAggregator', 'cats_soft_argmax', 'CATs',
+           'map_official_cats', 'load_official_cats', 'official_cats_config']
 
 # %% ../../nbs/09_cats.ipynb #55c4b882
+CATS_OFFICIAL_CONVENTIONS = dict(align_corners=True, learnable_grid=True, readout='truncated')
+
 @dataclass
 class CATsConfig:
     "Every setting of a CATs model; ablations are named switches."
@@ -46,6 +48,11 @@ class CATsConfig:
     single_level: bool = False          # True: only the last layer of `layers`
     learnable_grid: bool = False        # True: the soft-argmax coordinates are parameters (official code)
     align_corners: bool = False         # resize features with align_corners (official: True)
+    readout: str = 'bilinear'           # keypoint read-out: 'bilinear', or 'truncated' (official: integer pixel of the frame)
+    readout_size: int = 256             # side of the pixel frame of the 'truncated' read-out (official: 256)
+    conventions: str = 'exact'          # 'official' sets align_corners, learnable_grid and readout as the official code has them
+
+    def __post_init__(self): apply_conventions(self, CATS_OFFICIAL_CONVENTIONS)
 
     @property
     def levels(self) -> tuple:
@@ -175,19 +182,8 @@ def cats_soft_argmax(corr:Tensor,      # (B, N_s, N_t) refined correlation, rows
                      coord_y:Tensor,   # (h,) y coordinate of each target row
                      beta:float=0.02   # temperature
                     ) -> Tensor:       # (B, N_s, 2) expected target position (x, y) of every source cell
-    "Soft-argmax over the target axis with temperature `beta`, marginalised per axis."
-    B, Ns, Nt = corr.shape
-    h, w = coord_y.numel(), coord_x.numel()
-    p = torch.softmax(corr.float() / beta, dim=-1).view(B, Ns, h, w)                # (B, N_s, h, w), float32
-    x = (p.sum(-2) * coord_x.float()).sum(-1)                                       # (B, N_s)
-    y = (p.sum(-1) * coord_y.float()).sum(-1)
-    return torch.stack([x, y], -1).to(corr.dtype)
-
-def official_grid_to_centres(g:Tensor # (n,) coordinates in the official `linspace(-1, 1, n)` frame
-                            ) -> Tensor: # (n,) the same points in the cell-centre frame
-    "Affine map from the official corner-aligned grid to cell-centre normalised coordinates."
-    n = g.numel()
-    return ((g + 1) * (n - 1) / 2 * 2 + 1) / n - 1
+    "Soft-argmax over the target axis with temperature `beta` on the grid `coord_x` × `coord_y` (float64 stays float64)."
+    return soft_argmax(corr, (coord_y.numel(), coord_x.numel()), beta, grid=(coord_x, coord_y))
 
 # %% ../../nbs/09_cats.ipynb #2e1397f1
 class CATs(Matcher):
@@ -229,8 +225,8 @@ class CATs(Matcher):
             emb_s, emb_t = emb[:B], emb[B:]
         refined = self.aggregator(corr, emb_s, emb_t)                               # (B, N_s, N_t)
         fs = cfg.feature_size
-        if cfg.learnable_grid: pos = cats_soft_argmax(refined, self.coord_x, self.coord_y, cfg.beta)  # (B, N_s, 2)
-        else: pos = soft_argmax(refined, (fs, fs), cfg.beta)                                           # (B, N_s, 2)
+        grid = (self.coord_x, self.coord_y) if cfg.learnable_grid else 'centres'
+        pos = soft_argmax(refined, (fs, fs), cfg.beta, grid)                                           # (B, N_s, 2)
         flow = coords_to_flow(pos.transpose(1, 2).reshape(B, 2, fs, fs))          # (B, 2, fs, fs)
         return dict(flow=flow, corr=corr, refined=refined, pos=pos)
 
@@ -244,19 +240,21 @@ class CATs(Matcher):
 # %% ../../nbs/09_cats.ipynb #cc2937bf
 _CATS_BLOCK_NAMES = {'attn': 'level_attn', 'norm1': 'level_norm', 'mlp2': 'level_mlp', 'norm4': 'level_mlp_norm',
                      'attn_multiscale': 'cross_attn', 'norm3': 'cross_norm', 'mlp': 'cross_mlp', 'norm2': 'cross_mlp_norm'}
+_CATS_SINGLE_LEVEL = {'attn': 'level_attn', 'norm1': 'level_norm', 'mlp': 'level_mlp', 'norm2': 'level_mlp_norm'}  # N == 1 branch
 
-def _cats_official_name(k:str):
+def _cats_official_name(k:str, multilevel:bool=True):
     "Our name for an official CATs key (None if it has no counterpart), and a transform of the value."
     same = lambda v: v
     if k.startswith('feature_extraction.backbone.'): return 'backbone.net.' + k.removeprefix('feature_extraction.backbone.'), same
     if m := re.fullmatch(r'proj\.(\d+)\.(weight|bias)', k): return f'appearance.{m[1]}.{m[2]}', same
     if k in ('decoder.pos_embed_x', 'decoder.pos_embed_y'): return 'aggregator.pos_' + k[-1], lambda v: v[0]
     if m := re.fullmatch(r'decoder\.blocks\.(\d+)\.(\w+?)\.(.+)', k):
-        if m[2] not in _CATS_BLOCK_NAMES: return None, same
+        names = _CATS_BLOCK_NAMES if multilevel else _CATS_SINGLE_LEVEL
+        if m[2] not in names: return None, same
         sub = m[3].replace('fc1.', '0.').replace('fc2.', '2.') if m[2].startswith('mlp') else m[3]
-        return f'aggregator.blocks.{m[1]}.{_CATS_BLOCK_NAMES[m[2]]}.{sub}', same
+        return f'aggregator.blocks.{m[1]}.{names[m[2]]}.{sub}', same
     if k.startswith('decoder.proj.'): return 'aggregator.' + k.removeprefix('decoder.'), same
-    if k in ('x_normal', 'y_normal'): return 'coord_' + k[0], official_grid_to_centres
+    if k in ('x_normal', 'y_normal'): return 'coord_' + k[0], corner_grid_to_centres
     return None, same
 
 def map_official_cats(sd:dict,        # official state dict (optionally with `module.` prefixes)
@@ -264,9 +262,10 @@ def map_official_cats(sd:dict,        # official state dict (optionally with `mo
                      ) -> tuple:      # (our state dict, list of official keys dropped)
     "Rename an official CATs state dict to ours; keys with no counterpart in `model` are dropped."
     ours, out, dropped = model.state_dict(), {}, []
+    multilevel = model.aggregator.blocks[0].multilevel
     for k, v in sd.items():
         k = k.removeprefix('module.')
-        new, fn = _cats_official_name(k)
+        new, fn = _cats_official_name(k, multilevel)
         if new is None or new not in ours: dropped.append(k); continue
         v = fn(v)
         if v.shape != ours[new].shape: raise ValueError(f'{k} -> {new}: shape {tuple(v.shape)} != {tuple(ours[new].shape)}; '
@@ -277,14 +276,24 @@ def map_official_cats(sd:dict,        # official state dict (optionally with `mo
 def load_official_cats(model:nn.Module, # a CATs model built with the checkpoint's configuration
                        ckpt             # path of `model_best.pth`, or the loaded dict / state dict
                       ) -> list:        # official keys that were dropped
-    "Load an official CATs checkpoint into `model` (weights_only); every parameter of ours must be covered."
-    if isinstance(ckpt, (str, Path)): ckpt = torch.load(ckpt, map_location='cpu', weights_only=True)
-    sd = ckpt.get('state_dict', ckpt)
-    mapped, dropped = map_official_cats(sd, model)
+    "Load an official CATs checkpoint into `model` (weights_only); every tensor of ours must be covered."
+    mapped, dropped = map_official_cats(read_official_checkpoint(ckpt), model)
     missing = [k for k in model.state_dict() if k not in mapped and not k.endswith('num_batches_tracked')]
     if missing: raise KeyError(f'the checkpoint does not cover {len(missing)} of our tensors, e.g. {missing[:4]}')
     model.load_state_dict(mapped, strict=False)
     return dropped
+
+def official_cats_config(sd:dict, # an official CATs state dict
+                        ) -> dict: # config overrides: levels, grid, widths, depth, conventions='official'
+    "The configuration an official CATs checkpoint was trained with, read from its tensors' shapes."
+    sd = read_official_checkpoint(sd)
+    widths = [sd[f'proj.{i}.weight'].shape[1] for i in range(sum(bool(re.fullmatch(r'proj\.\d+\.weight', k)) for k in sd))]
+    fs, half = sd['decoder.pos_embed_x'].shape[-2:]
+    known = {(64,) + (1024,) * 7: CATS_SPAIR_LAYERS, (256,) + (1024,) * 6: CATS_PFPASCAL_LAYERS}
+    cfg = dict(conventions='official', pretrained=False, checkpoint=None, feature_size=fs, proj_dim=sd['proj.0.weight'].shape[0],
+               depth=len({k.split('.')[2] for k in sd if k.startswith('decoder.blocks.')}), head_dim=2 * half // 6)  # 6 heads (train.py)
+    if tuple(widths) in known: cfg['layers'] = tuple(known[tuple(widths)])
+    return cfg
 
 # %% ../../nbs/09_cats.ipynb #ada27d6f
 register(ModelSpec(
@@ -295,4 +304,6 @@ register(ModelSpec(
                                milestones=[], epochs=2, batch_size=8, train_pairs=1200, augment=False)},
     stages={'appearance': 'aggregation', 'aggregator': 'aggregation'},
     paper={'SPair PCK@0.1': 49.9},
+    official=OfficialWeights(load_official_cats, official_cats_config, protocol='cats', img_size=256, loader='load_official_cats',
+                             published='Google Drive, linked from the README of [SunghwanHong/Cost-Aggregation-transformers](https://github.com/SunghwanHong/Cost-Aggregation-transformers)'),
     doc='CATs (NeurIPS 2021): transformer aggregation of multi-level correlations'))

@@ -4,24 +4,29 @@
 
 # %% ../../nbs/16_lpmflow.ipynb #85dc2819
 from __future__ import annotations
+import re
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from ..flow import corr_to_flow, flow_to_cells, cells_to_flow
+from ..flow import corr_to_flow, flow_to_cells, cells_to_flow, axis_coords, corner_grid_to_centres
 from ..losses import keypoint_flow_target, dense_epe_cells, correlation_ce
 from ..backbones import ViTTokens, TinyConvTokens
-from ..flow_sr import WindowUnit
+from ..flow_sr import WindowUnit, window_unit_sources
 from ..layout import JointTower, foreground_score, rptc_select, rptc_corrupt, self_contrastive_loss, contrast_weight
 from ..feature_sr import ProgressiveFeatureSR, window_unit_nhwc
-from . import Matcher, ModelSpec, register
+from . import Matcher, ModelSpec, OfficialWeights, register, apply_conventions, read_official_checkpoint, load_mapped
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'POSTER_PCK', 'PRESETS', 'RECIPE', 'TINY_RECIPE', 'PAPER_PARAMS', 'OFFICIAL_PARAMS', 'LPMFlowConfig',
-           'lpmflow_config', 'resize_correlation', 'correlation_flows', 'FlowIntegration', 'build_backbone', 'LPMFlow']
+__all__ = ['LPMFLOW_OFFICIAL_CONVENTIONS', 'ABLATIONS', 'POSTER_PCK', 'PRESETS', 'RECIPE', 'TINY_RECIPE', 'PAPER_PARAMS',
+           'OFFICIAL_PARAMS', 'LPMFlowConfig', 'lpmflow_config', 'resize_correlation', 'correlation_flows',
+           'FlowIntegration', 'build_backbone', 'LPMFlow', 'official_lpmflow_sources', 'load_official_lpmflow',
+           'official_lpmflow_config']
 
 # %% ../../nbs/16_lpmflow.ipynb #20de5c73
+LPMFLOW_OFFICIAL_CONVENTIONS = dict(align_corners=True, learnable_grid=True, readout='truncated')
+
 @dataclass
 class LPMFlowConfig:
     "Every LPMFlow setting; the defaults are the paper's model at 256×256 (preset `lpmflow`)."
@@ -74,6 +79,15 @@ class LPMFlowConfig:
     multiscale_flows:bool = True
     c2f_16:bool = True
     c2f_4:bool = True
+    # conventions (the project's by default; `conventions='official'` sets the official code's)
+    align_corners:bool = False            # correlation resize and context-map upsampling (official: True)
+    learnable_grid:bool = False           # soft-argmax coordinates as parameters (official: trainable `x_normal`, `y_normal`)
+    readout:str = 'bilinear'              # keypoint read-out: 'bilinear', or 'truncated' (official: integer pixel of the frame)
+    readout_size:int = 512                # side of the pixel frame of the 'truncated' read-out (official: 512)
+    conventions:str = 'exact'             # 'official' sets align_corners, learnable_grid and readout as the official code has them
+
+    def __post_init__(self): apply_conventions(self, LPMFLOW_OFFICIAL_CONVENTIONS)
+
     @property
     def windows(self) -> tuple:
         "The refiner's window sizes after the C2F ablations."
@@ -118,23 +132,27 @@ def lpmflow_config(preset:str='lpmflow', # a key of `PRESETS`
 def resize_correlation(corr:Tensor, # (B, h_s*w_s, h_t*w_t) correlation, row-major
                        hw_s:tuple, hw_t:tuple, # its grids
                        size_s:tuple, size_t:tuple, # the grids wanted
+                       align_corners:bool=False, # the official code: True
                       ) -> Tensor: # (B, size_s[0]*size_s[1], size_t[0]*size_t[1])
-    "Bilinear resizing (align_corners=False) of both axes of a correlation."
+    "Bilinear resizing of both axes of a correlation (the target axes first)."
     b = corr.shape[0]
     if tuple(hw_t) != tuple(size_t):
-        corr = F.interpolate(corr.view(b, -1, *hw_t), size=tuple(size_t), mode='bilinear', align_corners=False).flatten(2)
+        corr = F.interpolate(corr.view(b, -1, *hw_t), size=tuple(size_t), mode='bilinear', align_corners=align_corners).flatten(2)
     if tuple(hw_s) != tuple(size_s):
         ct = corr.transpose(1, 2).reshape(b, -1, *hw_s)                                # (B, HW_t', h_s, w_s)
-        corr = F.interpolate(ct, size=tuple(size_s), mode='bilinear', align_corners=False).flatten(2).transpose(1, 2)
+        corr = F.interpolate(ct, size=tuple(size_s), mode='bilinear', align_corners=align_corners).flatten(2).transpose(1, 2)
     return corr
 
 def correlation_flows(corrs:dict, # name -> (B, HW_s, HW_t)
                       grids:dict, # name -> (hw_s, hw_t)
                       size:tuple, # common (h, w) grid of the flows
                       beta:float=0.02,
+                      align_corners:bool=False, # how the correlations are resized (the official code: True)
+                      grid='centres', # target cell positions: 'centres' or learned (coord_x, coord_y) of the common grid
                      ) -> dict: # name -> (B, 2, h, w) normalised source→target flow
     "Soft-argmax flow of every correlation, all brought to one grid first."
-    return {k: corr_to_flow(resize_correlation(c, *grids[k], size, size), size, size, beta) for k, c in corrs.items()}
+    return {k: corr_to_flow(resize_correlation(c, *grids[k], size, size, align_corners), size, size, beta, grid=grid)
+            for k, c in corrs.items()}
 
 # %% ../../nbs/16_lpmflow.ipynb #d46a04d7
 class FlowIntegration(nn.Module):
@@ -143,8 +161,10 @@ class FlowIntegration(nn.Module):
                  n_flows:int=4, # flows stacked into the input
                  dim:int=96, heads:int=8,
                  windows:tuple=(16, 8, 4), # one stage per window, coarse to fine
-                 hidden:int=32, dropout:float=0.5):
+                 hidden:int=32, dropout:float=0.5,
+                 align_corners:bool=False): # the context map's upsampling (the official code: True)
         super().__init__()
+        self.align_corners = align_corners
         if dim <= 2 * n_flows: raise ValueError(f'refine_dim {dim} leaves no context channels for {n_flows} flows')
         if not windows: raise ValueError('the refiner needs at least one window stage')
         self.context = nn.Conv2d(feat_dim, dim - 2 * n_flows, 1)
@@ -156,7 +176,7 @@ class FlowIntegration(nn.Module):
                 feats:Tensor, # (B, C, h, w) context tokens (final source tokens)
                ) -> Tensor: # (B, 2, H, W) refined normalised flow
         size = flows[-1].shape[-2:]
-        z = F.interpolate(F.relu(self.context(feats)), size=size, mode='bilinear', align_corners=False)
+        z = F.interpolate(F.relu(self.context(feats)), size=size, mode='bilinear', align_corners=self.align_corners)
         z = self.drop(z)                                                               # (B, dim - 2P, H, W)
         cells = [flow_to_cells(f).permute(0, 2, 3, 1) for f in flows]                # (B, H, W, 2) each
         x = torch.cat([cells[0], z.permute(0, 2, 3, 1), *cells[1:]], -1)                # official order [F11, Z, F12, F21, F22]
@@ -191,7 +211,9 @@ class LPMFlow(Matcher):
         self.flow_names = (['11', '12', '21', '22'] if cfg.interactive_sr else ['11', '22']) if cfg.pfsr else ['11']
         self.integrate_names = self.flow_names if cfg.multiscale_flows else self.flow_names[-1:]
         self.integration = FlowIntegration(dim, len(self.integrate_names), cfg.refine_dim, cfg.refine_heads, cfg.windows,
-                                           cfg.refine_hidden, cfg.context_dropout) if cfg.mmfi else None
+                                           cfg.refine_hidden, cfg.context_dropout, cfg.align_corners) if cfg.mmfi else None
+        if cfg.learnable_grid:                                                  # the official trainable grid, on the fine (32×32) grid
+            self.coord_x, self.coord_y = nn.Parameter(axis_coords(2 * grid)), nn.Parameter(axis_coords(2 * grid))
 
     def tokens(self, img:Tensor) -> tuple[Tensor, tuple]:
         "Backbone tokens with CLS first (B, 1 + h*w, C) and the grid."
@@ -215,7 +237,8 @@ class LPMFlow(Matcher):
             s, t = self.tower(s, t, hw)
         pyr = self.pyramid(s, t, hw)
         fine = pyr['src_hw'] if cfg.pfsr else (2 * hw[0], 2 * hw[1])
-        flows = correlation_flows(pyr['corrs'], pyr['grids'], fine, cfg.beta)          # each (B, 2, fh, fw)
+        grid = (self.coord_x, self.coord_y) if cfg.learnable_grid else 'centres'
+        flows = correlation_flows(pyr['corrs'], pyr['grids'], fine, cfg.beta, cfg.align_corners, grid)  # each (B, 2, fh, fw)
         out_hw = (cfg.flow_factor * fine[0], cfg.flow_factor * fine[1])
         flows = {k: F.interpolate(f, size=out_hw, mode='nearest') for k, f in flows.items()}
         flow = flows[self.flow_names[-1]]
@@ -263,10 +286,71 @@ PAPER_PARAMS = dict(head=93.9e6, total=178.9e6)    # the poster's table
 OFFICIAL_PARAMS = dict(total=179_136_194, backbone=85_798_656, head=93_337_538,  # counted in the official code, random init
                        head_without_grad=2_969_088)
 
+# %% ../../nbs/16_lpmflow.ipynb #f75752cf
+def official_lpmflow_sources(model:nn.Module, # the LPMFlow to fill
+                             tied_tables:bool=True, # both tower tables from the entries a CPU load leaves (see above)
+                            ) -> dict: # our name -> (official name(s), transform)
+    "Where each tensor of `model` comes from in an official LPMFlow state dict."
+    same, out = (lambda v: v), {}
+    join = lambda c, p: torch.cat([c, p], 1)[0]                                  # (1, 1, C) + (1, N, C) -> (1 + N, C)
+    block = {'qkv': 'attn.qkv', 'proj': 'attn.proj', 'mlp.0': 'mlp.fc1', 'mlp.3': 'mlp.fc2', 'norm1': 'norm1', 'norm2': 'norm2'}
+    dec = {'self_attn.': 'sattn.', 'cross_attn.proj.': 'cattn.proj.', 'mlp.0.': 'mlp.fc1.', 'mlp.3.': 'mlp.fc2.', 'norm1.': 'norm1.', 'norm2.': 'norm2.'}
+    for k, t in model.state_dict().items():
+        if k.startswith('backbone.vit.'): out[k] = ('feature_extraction.backbone.' + k.removeprefix('backbone.vit.'), same)
+        elif k in ('tower.pos_src.table', 'tower.pos_trg.table'):
+            img = k.split('.')[1][4:]
+            out[k] = (('encoder.cls_pos_embed_trg', 'encoder.pos_embed_src') if tied_tables else
+                      (f'encoder.cls_pos_embed_{img}', f'encoder.pos_embed_{img}'), join)
+        elif k in ('tower.seg_src', 'tower.seg_trg'): out[k] = (f'encoder.{k[-3:]}_segment_pos_embed', lambda v: v.reshape(-1))
+        elif k.startswith('tower.norm.'): out[k] = ('encoder.' + k.removeprefix('tower.'), same)
+        elif m := re.fullmatch(r'tower\.blocks\.(\d+)\.(.+)\.(weight|bias)', k): out[k] = (f'encoder.blocks.{m[1]}.{block[m[2]]}.{m[3]}', same)
+        elif m := re.fullmatch(r'tower\.biases\.(\d+)\.table', k):
+            h, _, n, _ = t.shape
+            out[k] = (f'encoder.blocks.{m[1]}.attn.relative_position_bias_table', (lambda h, n: lambda v: v.view(h, n, n, 4).permute(0, 3, 1, 2))(h, n))
+        elif m := re.fullmatch(r'pyramid\.dec(\d)\.(.+)', k):
+            p, sub = f'decoder_s{m[1]}.last_block.0.', m[2]
+            if m2 := re.fullmatch(r'pe_(src|trg)\.(\d)\.table', sub): out[k] = (p + f'pos_embed_{m2[1]}' + ('_up' if m2[2] == '1' else ''), lambda v: v[0])
+            elif m2 := re.fullmatch(r'cross_attn\.to_([qkv])\.(weight|bias)', sub):
+                out[k] = (p + f'cattn.qkv.{m2[2]}', (lambda j: lambda v: v.chunk(3)[j])('qkv'.index(m2[1])))
+            else:
+                for a, b in dec.items(): sub = b + sub.removeprefix(a) if sub.startswith(a) else sub
+                out[k] = (p + sub, same)
+        elif k in ('coord_x', 'coord_y'): out[k] = (k[-1] + '_normal', corner_grid_to_centres)
+    if model.pyramid.pfsr:
+        for i, theirs in enumerate(('refine_swin_decoder_1_1', 'refine_swin_decoder_1_2')):
+            out.update(window_unit_sources(f'pyramid.up.units.{i}', f'SRBranch_feat.{theirs}'))
+    if model.integration is not None:
+        for i, w in enumerate(model.config.windows): out.update(window_unit_sources(f'integration.stages.{i}', f'SRBranches.refine_swin_decoder_{w}'))
+        for a, b in (('context', 'refine_proj_query_feat.0'), ('head.0', 'SRBranches.refine2.0'), ('head.2', 'SRBranches.refine2.2')):
+            for p in ('weight', 'bias'): out[f'integration.{a}.{p}'] = (f'{b}.{p}', same)
+    return out
+
+def load_official_lpmflow(model:nn.Module, # an LPMFlow built with the checkpoint's configuration (`official_lpmflow_config`)
+                          ckpt, # path of the official `model_best.pth`, or the loaded dict / state dict
+                          tied_tables:bool|None=None, # None: as the official evaluation has them iff `conventions='official'`
+                         ) -> list: # official keys left unused
+    "Load an official LPMFlow checkpoint (weights_only); every tensor of ours must be covered, with its shape."
+    sd = read_official_checkpoint(ckpt)
+    if tied_tables is None: tied_tables = model.config.conventions == 'official'
+    if not model.config.learnable_grid and 'x_normal' in sd:
+        drift = max((sd[k] - torch.linspace(-1, 1, sd[k].numel())).abs().max().item() for k in ('x_normal', 'y_normal'))
+        if drift > 1e-6: raise ValueError(f'the checkpoint\'s soft-argmax grid x_normal/y_normal was trained (moved by up to {drift:.2g}): '
+                                          "build the model with conventions='official' (or learnable_grid=True) to hold it")
+    return load_mapped(model, sd, official_lpmflow_sources(model, tied_tables))
+
+def official_lpmflow_config(sd:dict, # an official LPMFlow state dict
+                           ) -> dict: # config overrides
+    "The configuration of an official LPMFlow checkpoint: the official decoder skip, its tower depth, conventions='official'."
+    sd = read_official_checkpoint(sd)
+    depth = len({k.split('.')[2] for k in sd if k.startswith('encoder.blocks.')})
+    return dict(conventions='official', official_src_skip=True, pretrained=False, checkpoint=None, tower_depth=depth or 6)
+
 # %% ../../nbs/16_lpmflow.ipynb #a8155e1b
 register(ModelSpec(
     'lpmflow', LPMFlow, LPMFlowConfig, presets=PRESETS, ablations=ABLATIONS, recipe=RECIPE,
     recipes={'lpmflow-tiny': TINY_RECIPE},
     stages={'tower': 'aggregation', 'pyramid': 'flow refinement', 'integration': 'flow refinement'},
     paper={'SPair PCK@0.1': 65.6, 'GFLOPs (official code)': 384.3},
+    official=OfficialWeights(load_official_lpmflow, official_lpmflow_config, protocol='lpmflow', img_size=256, loader='load_official_lpmflow',
+                             published='Baidu Pan, linked (with its key) from the README of [YXSUNMADMAX/LPMFlow](https://github.com/YXSUNMADMAX/LPMFlow)'),
     doc='LPMFlow (CVPR 2024): layout-aware joint tower, progressive feature SR, multi-scale flow integration'))

@@ -14,20 +14,23 @@ from torch import Tensor
 
 from ..core import grid_coords
 from ..correlation import correlation, l2_normalize, multilayer_correlation
-from ..flow import kernel_soft_argmax, coords_to_flow, soft_sampler
+from ..flow import kernel_soft_argmax, coords_to_flow, soft_sampler, cell_positions
 from ..losses import sparse_epe
 from ..backbones import ResNetTaps, TFM_LAYERS
 from ..additive_attention import AdditiveBlock, AdditiveAttention
 from ..rope import make_positional_encoding, Rotary
-from . import Matcher, ModelSpec, register
+from . import Matcher, ModelSpec, OfficialWeights, register, apply_conventions, read_official_checkpoint
 
 # %% auto #0
-__all__ = ['CORR_MODES', 'TFM_PRESETS', 'TFM_ABLATIONS', 'TransforMatcherConfig', 'tfm_spair', 'tfm_pfpascal', 'tfm_tiny',
-           'tfm_correlation', 'interpolate4d', 'fast_additive_attention', 'block_forward', 'MatchToMatch',
-           'effective_tau', 'TwoStreams', 'TransforMatcher', 'map_official_tfm', 'load_official_tfm']
+__all__ = ['CORR_MODES', 'TFM_OFFICIAL_CONVENTIONS', 'TFM_PRESETS', 'TFM_ABLATIONS', 'TransforMatcherConfig', 'tfm_spair',
+           'tfm_pfpascal', 'tfm_tiny', 'tfm_correlation', 'interpolate4d', 'fast_additive_attention', 'block_forward',
+           'MatchToMatch', 'effective_tau', 'TwoStreams', 'TransforMatcher', 'map_official_tfm', 'load_official_tfm',
+           'official_tfm_config']
 
 # %% ../../nbs/10_transformatcher.ipynb #0d30f1be
 CORR_MODES = ('multi', 'single-mean', 'single-concat')
+
+TFM_OFFICIAL_CONVENTIONS = dict(align_corners=True, grid='corners')
 
 @dataclass
 class TransforMatcherConfig:
@@ -52,6 +55,11 @@ class TransforMatcherConfig:
     tau_train: float = 0.1              # soft-sampler radius while training (normalised units)
     tau_eval: float = 0.05              # soft-sampler radius at evaluation
     max_full_tokens: int = 16384        # 'full' attention refuses more match tokens than this
+    align_corners: bool = False         # feature resize and 4D upsampling with align_corners (official: True)
+    grid: str = 'centres'               # cell positions of the kernel soft-argmax and soft sampler (official: 'corners')
+    conventions: str = 'exact'          # 'official' sets align_corners and grid as the official code has them
+
+    def __post_init__(self): apply_conventions(self, TFM_OFFICIAL_CONVENTIONS)
 
     @property
     def corr_channels(self) -> int:
@@ -83,18 +91,19 @@ TFM_ABLATIONS = dict(                   # name -> overrides, one per row of the 
 # %% ../../nbs/10_transformatcher.ipynb #b070920c
 def tfm_correlation(src_feats:list,  # L maps (B, C_l, H_l, W_l); the first one sets the grid
                     trg_feats:list,  # L maps, same layers
-                    mode:str='multi' # 'multi', 'single-mean' or 'single-concat'
+                    mode:str='multi', # 'multi', 'single-mean' or 'single-concat'
+                    align_corners:bool=False, # resize the layers as the official code does (True)
                    ) -> Tensor:      # (B, C, h, w, h, w), C = L for 'multi', else 1
     "TransforMatcher's correlation: per-layer cosines (normalised, then resized, then ReLU) or a single channel."
     h, w = src_feats[0].shape[-2:]
     ht, wt = trg_feats[0].shape[-2:]
     if mode == 'single-concat':
-        cat = lambda fs, size: torch.cat([F.interpolate(f, size=size, mode='bilinear', align_corners=False)
+        cat = lambda fs, size: torch.cat([F.interpolate(f, size=size, mode='bilinear', align_corners=align_corners)
                                           if f.shape[-2:] != size else f for f in fs], 1)
         corr = correlation(cat(src_feats, (h, w)), cat(trg_feats, (ht, wt)))[:, None].relu()  # (B, 1, hw, hw)
     elif mode in ('multi', 'single-mean'):
         corr = multilayer_correlation(src_feats, trg_feats, size=(h, w), trg_size=(ht, wt), relu=True,
-                                      normalize_first=True)                                     # (B, L, hw, hw)
+                                      normalize_first=True, align_corners=align_corners)                                     # (B, L, hw, hw)
         if mode == 'single-mean': corr = corr.mean(1, keepdim=True)
     else: raise ValueError(f'corr_mode must be one of {CORR_MODES}, got {mode!r}')
     return corr.view(corr.shape[0], corr.shape[1], h, w, ht, wt)
@@ -102,14 +111,15 @@ def tfm_correlation(src_feats:list,  # L maps (B, C_l, H_l, W_l); the first one 
 # %% ../../nbs/10_transformatcher.ipynb #b748a4bd
 def interpolate4d(corr:Tensor,   # (B, h_s, w_s, h_t, w_t) scores
                   size_s:tuple,  # new source grid (H_s, W_s)
-                  size_t:tuple   # new target grid (H_t, W_t)
+                  size_t:tuple,  # new target grid (H_t, W_t)
+                  align_corners:bool=False, # the official code: True
                  ) -> Tensor:    # (B, H_s, W_s, H_t, W_t)
     "Bilinear 4D resize: the source plane for every target cell, then the target plane for every source cell."
     B, hs, ws, ht, wt = corr.shape
     x = corr.permute(0, 3, 4, 1, 2).reshape(B * ht * wt, 1, hs, ws)
-    x = F.interpolate(x, size=size_s, mode='bilinear', align_corners=False)                  # (B h_t w_t, 1, H_s, W_s)
+    x = F.interpolate(x, size=size_s, mode='bilinear', align_corners=align_corners)                  # (B h_t w_t, 1, H_s, W_s)
     x = x.view(B, ht, wt, *size_s).permute(0, 3, 4, 1, 2).reshape(B * size_s[0] * size_s[1], 1, ht, wt)
-    x = F.interpolate(x, size=size_t, mode='bilinear', align_corners=False)
+    x = F.interpolate(x, size=size_t, mode='bilinear', align_corners=align_corners)
     return x.view(B, *size_s, *size_t)
 
 # %% ../../nbs/10_transformatcher.ipynb #508987c0
@@ -191,10 +201,12 @@ class MatchToMatch(nn.Module):
 
 # %% ../../nbs/10_transformatcher.ipynb #0f5e4dc3
 def effective_tau(tau:float,  # requested radius (normalised units)
-                  hw:tuple    # (h, w) source grid of the sampler
+                  hw:tuple,   # (h, w) source grid of the sampler
+                  grid:str='centres', # cell positions: 'centres' (spacing 2/n) or 'corners' (spacing 2/(n-1))
                  ) -> float:  # radius at least half a cell diagonal, so every point reaches a cell
-    "Soft-sampler radius, raised if needed so that every point has at least one cell centre within it."
+    "Soft-sampler radius, raised if needed so that every point has at least one cell within it."
     h, w = hw
+    if grid == 'corners': h, w = max(h - 1, 1), max(w - 1, 1)
     return max(tau, 1.01 * math.hypot(1 / w, 1 / h))
 
 # %% ../../nbs/10_transformatcher.ipynb #db4ee312
@@ -228,13 +240,13 @@ class TransforMatcher(Matcher):
         "Dense source -> target flow on the upsampled conv4 grid (H/8 at stride 16 and ×2)."
         cfg = self.config
         fs, ft = self.backbone(src_img, trg_img)
-        corr = tfm_correlation(fs, ft, cfg.corr_mode)                                  # (B, C, h_s, w_s, h_t, w_t)
+        corr = tfm_correlation(fs, ft, cfg.corr_mode, cfg.align_corners)               # (B, C, h_s, w_s, h_t, w_t)
         refined = self.match2match(corr)                                               # (B, h_s, w_s, h_t, w_t)
         B, hs, ws, ht, wt = refined.shape
         Hs, Ws, Ht, Wt = (cfg.upsample * n for n in (hs, ws, ht, wt))
-        scores = interpolate4d(refined, (Hs, Ws), (Ht, Wt)).reshape(B, Hs * Ws, Ht * Wt)  # (B, N_s, N_t)
-        coords = kernel_soft_argmax(scores, (Ht, Wt), sigma=cfg.sigma)                 # (B, N_s, 2)
-        flow = coords_to_flow(coords.transpose(1, 2).reshape(B, 2, Hs, Ws))            # (B, 2, H_s, W_s)
+        scores = interpolate4d(refined, (Hs, Ws), (Ht, Wt), cfg.align_corners).reshape(B, Hs * Ws, Ht * Wt)  # (B, N_s, N_t)
+        coords = kernel_soft_argmax(scores, (Ht, Wt), sigma=cfg.sigma, grid=cfg.grid)  # (B, N_s, 2)
+        flow = coords_to_flow(coords.transpose(1, 2).reshape(B, 2, Hs, Ws), cfg.grid)  # (B, 2, H_s, W_s)
         return dict(flow=flow, coords=coords, corr=corr, refined=refined)
 
     def transfer(self, out:dict,       # output of `forward`
@@ -242,8 +254,9 @@ class TransforMatcher(Matcher):
                 ) -> Tensor:           # (B, K, 2) predicted target keypoints, normalised
         "Soft-sampler keypoint transfer (τ of training in train mode, of evaluation otherwise)."
         hw = tuple(out['flow'].shape[-2:])
-        tau = effective_tau(self.config.tau_train if self.training else self.config.tau_eval, hw)
-        return soft_sampler(out['coords'], src_kps, hw, tau)
+        cfg = self.config
+        tau = effective_tau(cfg.tau_train if self.training else cfg.tau_eval, hw, cfg.grid)
+        return soft_sampler(out['coords'], src_kps, hw, tau, cfg.grid)
 
     def loss(self, out:dict,           # output of `forward`
              batch:dict                # src_kps, trg_kps (normalised (B, K, 2)), kps_valid (B, K)
@@ -296,9 +309,7 @@ def load_official_tfm(model:nn.Module, # a TransforMatcher built with the checkp
                       ckpt             # path of a checkpoint written by the official train.py, or the dict
                      ) -> list:        # official keys that were dropped
     "Load official TransforMatcher weights into `model` (weights_only); every tensor of ours must be covered."
-    if isinstance(ckpt, (str, Path)): ckpt = torch.load(ckpt, map_location='cpu', weights_only=True)
-    sd = ckpt.get('state_dict', ckpt)
-    mapped, dropped = map_official_tfm(sd, model)
+    mapped, dropped = map_official_tfm(read_official_checkpoint(ckpt), model)
     ours = model.state_dict()
     for k, v in mapped.items():
         if v.shape != ours[k].shape: raise ValueError(f'{k}: shape {tuple(v.shape)} != {tuple(ours[k].shape)}')
@@ -306,6 +317,14 @@ def load_official_tfm(model:nn.Module, # a TransforMatcher built with the checkp
     if missing: raise KeyError(f'the checkpoint does not cover {len(missing)} of our tensors, e.g. {missing[:4]}')
     model.load_state_dict(mapped, strict=False)
     return dropped
+
+def official_tfm_config(sd:dict, # an official TransforMatcher state dict
+                       ) -> dict: # config overrides: the official architecture and conventions
+    "The configuration of the official TransforMatcher: two streams, its 1-D RoPE, the depth of the checkpoint."
+    sd = read_official_checkpoint(sd)
+    depth = len({k.split('.')[2] for k in sd if k.startswith('match2match.trans_nc.')})
+    return dict(conventions='official', pos_embedding='rope1d-official', two_stream=True, pretrained=False, checkpoint=None,
+                depth=depth or 6)
 
 # %% ../../nbs/10_transformatcher.ipynb #e1a615dc
 register(ModelSpec(
@@ -316,4 +335,6 @@ register(ModelSpec(
                                           train_pairs=1200, augment=False)},
     stages={'match2match': 'aggregation'},
     paper={'SPair PCK@0.1': 53.7},
+    official=OfficialWeights(load_official_tfm, official_tfm_config, protocol='transformatcher', img_size=240, loader='load_official_tfm',
+                             published=''),  # none yet: the README of wookiekim/transformatcher says they will be
     doc='TransforMatcher (CVPR 2022): additive match-to-match attention over the 4D correlation, 4D RoPE'))
