@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from .core import grid_coords
+from .precision import full_precision, work_dtype
 
 # %% auto #0
 __all__ = ['GRID_KINDS', 'READOUTS', 'axis_coords', 'cell_positions', 'soft_argmax', 'kernel_soft_argmax', 'coords_to_flow',
@@ -47,19 +48,18 @@ def cell_positions(h:int, w:int, # the grid
     if (xs.numel(), ys.numel()) != (w, h): raise ValueError(f'grid coordinates of sizes ({xs.numel()}, {ys.numel()}) do not fit a {h}x{w} grid')
     return torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)], -1)
 
-def _work_dtype(t:Tensor): return torch.float64 if t.dtype == torch.float64 else torch.float32
-
 def soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
                 hw_t=None, # target grid (h_t, w_t); None for a square grid
                 beta:float=0.02, # softmax temperature
                 grid='centres', # where the target cells sit: 'centres', 'corners' or (coord_x, coord_y)
-               ) -> Tensor: # (..., HW_s, 2) expected normalised target position (x, y) of each source cell
+               ) -> Tensor: # (..., HW_s, 2) expected normalised target position (x, y) of each source cell, float32 (float64 for float64)
     "Soft-argmax over the target cells of each row: the expected cell position under `softmax(corr / beta)`."
     ht, wt = _hw(hw_t, corr.shape[-1])
-    work = _work_dtype(corr)                                                              # float32, or float64 for float64
-    prob = torch.softmax(corr.to(work) / beta, dim=-1)                                    # (..., HW_s, HW_t)
-    pos = cell_positions(ht, wt, grid, corr.device, work).view(-1, 2)                     # (HW_t, 2)
-    return (prob @ pos).to(corr.dtype)
+    work = work_dtype(corr)                                                               # float32, or float64 for float64
+    with full_precision(corr):                                                            # autocast off: no bfloat16 here
+        prob = torch.softmax(corr.to(work) / beta, dim=-1)                                # (..., HW_s, HW_t)
+        pos = cell_positions(ht, wt, grid, corr.device, work).view(-1, 2)                 # (HW_t, 2)
+        return prob @ pos
 
 # %% ../nbs/02_flow.ipynb #9fa6f509
 def kernel_soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
@@ -70,14 +70,14 @@ def kernel_soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = sour
                       ) -> Tensor: # (..., HW_s, 2) normalised target position (x, y) of each source cell
     "TransforMatcher's soft-argmax: scores multiplied by a Gaussian centred on the row's argmax, then soft-argmax."
     ht, wt = _hw(hw_t, corr.shape[-1])
-    work = _work_dtype(corr)
+    work = work_dtype(corr)
     peak = corr.argmax(-1)                                                        # (..., HW_s)
     rows = torch.arange(ht, device=corr.device, dtype=work)
     cols = torch.arange(wt, device=corr.device, dtype=work)
     gy = torch.exp(-(rows - (peak // wt)[..., None]).pow(2) / (2 * sigma ** 2))  # (..., HW_s, h_t)
     gx = torch.exp(-(cols - (peak % wt)[..., None]).pow(2) / (2 * sigma ** 2))   # (..., HW_s, w_t)
     gauss = (gy[..., :, None] * gx[..., None, :]).flatten(-2)                      # (..., HW_s, HW_t)
-    return soft_argmax(gauss * corr.to(work), (ht, wt), beta=beta, grid=grid).to(corr.dtype)
+    with full_precision(corr): return soft_argmax(gauss * corr.to(work), (ht, wt), beta=beta, grid=grid)
 
 # %% ../nbs/02_flow.ipynb #5ca79944
 def coords_to_flow(coords:Tensor, # (..., 2, h, w) normalised target position matched by each source cell
@@ -156,9 +156,9 @@ def soft_sampler(coords:Tensor, # (..., HW_s, 2) normalised target position of e
                 ) -> Tensor: # (..., N, 2) predicted target keypoints, normalised
     "TransforMatcher's keypoint transfer: a tent-weighted (radius `tau`) average of the positions of nearby source cells."
     hs, ws = _hw(hw_s, coords.shape[-2])
-    work = _work_dtype(coords)
+    work = work_dtype(coords)
     cells = cell_positions(hs, ws, grid, coords.device, work).view(-1, 2)                  # (HW_s, 2)
     dist = ((src_kps.to(work)[..., :, None, :] - cells).pow(2).sum(-1) + 1e-5).sqrt()     # (..., N, HW_s)
     weights = (tau - dist).clamp(min=0)
     weights = weights / (weights.sum(-1, keepdim=True) + 1e-5)
-    return (weights @ coords.to(work)).to(coords.dtype)
+    with full_precision(coords): return weights @ coords.to(work)                              # float32 keypoints

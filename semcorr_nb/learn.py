@@ -4,7 +4,7 @@
 
 # %% ../nbs/06e_learn.ipynb #b545873e
 from __future__ import annotations
-import contextlib, math
+import math
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -13,6 +13,7 @@ from .core import pixel_to_norm, norm_to_pixel, denormalize_image, scale_keypoin
 from .pck import PCKMeter, DEFAULT_ALPHAS
 from .backbones import Backbone
 from .data import collate, set_loader_epoch
+from .precision import autocast, resolve_dtype
 
 # %% auto #0
 __all__ = ['to_device', 'model_batch', 'unwrap', 'predict_keypoints', 'model_pck', 'param_groups', 'make_optimizer',
@@ -52,18 +53,19 @@ def model_pck(model:nn.Module, # a model following the interface (or a DDP wrapp
               protocol:str='official', # see `pck.PROTOCOLS`
               benchmark:str='spair', # which benchmark's threshold rule ('spair', 'pfpascal', 'pfwillow')
               device=None, # where the model runs (default: where its first parameter is, else the CPU)
-              autocast=None, # a context manager around the forward (e.g. bfloat16 autocast)
+              dtype='float32', # compute dtype: 'float32', 'bfloat16' (autocast) or 'auto' (`precision.resolve_dtype`)
               gather=None, # list of this rank's pairs -> list of every rank's lists (DDP)
               progress:bool=False, desc:str='eval') -> PCKMeter:
     "PCK of `model` over `loader`: a `PCKMeter` holding every pair."
     m = unwrap(model)
     if device is None: device = next((p.device for p in m.parameters()), torch.device('cpu'))
+    region = autocast(device, resolve_dtype(dtype, device))
     was = m.training; m.eval()
     meter = PCKMeter(alphas=alphas, protocol=protocol, benchmark=benchmark)
     try:
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             batch = meter.orient(to_device(batch, device))
-            with (autocast or contextlib.nullcontext()): pred = predict_keypoints(m, batch)
+            with region: pred = predict_keypoints(m, batch)
             meter.update(pred.float(), batch)
     finally: m.train(was)
     if gather is not None: meter.pairs = [p for part in gather(meter.pairs) for p in part]
@@ -97,11 +99,12 @@ class NonFiniteLoss(FloatingPointError):
 def train_step(model:nn.Module, # a model (or a DDP wrapper): forward and loss
                batch:dict, # a collated batch on the model's device
                opt:torch.optim.Optimizer,
-               autocast=None, # a context manager around forward and loss
+               dtype='float32', # compute dtype of forward and loss: 'float32', 'bfloat16' (autocast) or 'auto' (`precision.resolve_dtype`)
                grad_clip:float=0., # max gradient norm (0: no clipping)
               ) -> dict: # loss (float), parts (floats), grad_norm (float or None)
     "One optimisation step on `batch`; raises `NonFiniteLoss` (weights untouched) when the loss is not finite."
-    with (autocast or contextlib.nullcontext()):
+    dev = batch['src_img'].device
+    with autocast(dev, resolve_dtype(dtype, dev)):
         out = model(batch['src_img'], batch['trg_img'])
         loss, parts = unwrap(model).loss(out, model_batch(batch))
     if not torch.isfinite(loss): raise NonFiniteLoss(f'loss is {loss.item()}')
@@ -116,7 +119,7 @@ def train_steps(model:nn.Module, # a model following the interface
                 loader, # training batches (cycled; a new pass is a new epoch)
                 steps:int, # optimisation steps
                 opt:torch.optim.Optimizer, # e.g. `make_optimizer(model, ...)`
-                grad_clip:float=0., autocast=None,
+                grad_clip:float=0., dtype='float32', # compute dtype: 'float32', 'bfloat16' (autocast) or 'auto' (`precision.resolve_dtype`)
                 device=None, # where the batches go (default: the model's device)
                ) -> list[dict]: # one `train_step` result per step
     "A minimal training loop: `train_step` over the loader's batches, epoch after epoch, `steps` times."
@@ -127,14 +130,14 @@ def train_steps(model:nn.Module, # a model following the interface
         if hasattr(m, 'set_epoch'): m.set_epoch(epoch)
         set_loader_epoch(loader, epoch)
         for batch in loader:
-            log.append(train_step(model, to_device(batch, device), opt, autocast, grad_clip))
+            log.append(train_step(model, to_device(batch, device), opt, dtype, grad_clip))
             if len(log) == steps: break
         epoch += 1
     return log
 
 # %% ../nbs/06e_learn.ipynb #9df3d428
 def train_recipe(model:nn.Module, # a model following the interface
-                 recipe:dict, # `train.TrainConfig` fields: img_size, batch_size, epochs, optimizer, head_lr, backbone_lr, ...
+                 recipe:dict, # `train.TrainConfig` fields: img_size, batch_size, epochs, optimizer, head_lr, backbone_lr, dtype ('auto' if absent), ...
                  benchmark:str|None=None, # default: the recipe's, else 'synthetic'
                  datapath=None,
                  seed:int=0, # the batch order and the augmentation draws
@@ -148,7 +151,8 @@ def train_recipe(model:nn.Module, # a model following the interface
     opt = make_optimizer(model, recipe.get('optimizer', 'adamw'), recipe['head_lr'], recipe.get('backbone_lr', 0.),
                          recipe.get('weight_decay', 0.))
     steps = recipe.get('epochs', 1) * (len(trn) // bs)
-    return train_steps(model, make_loader(trn, batch_size=bs, shuffle=True, seed=seed), steps, opt, grad_clip=recipe.get('grad_clip', 0.))
+    return train_steps(model, make_loader(trn, batch_size=bs, shuffle=True, seed=seed), steps, opt, grad_clip=recipe.get('grad_clip', 0.),
+                       dtype=recipe.get('dtype', 'auto'))
 
 # %% ../nbs/06e_learn.ipynb #9cc8bb28
 def _random_loss(model:nn.Module, img_size:int=64, batch:int=1) -> Tensor:
@@ -200,13 +204,14 @@ def format_parameter_table(rows:dict, # name -> (counts from `parameter_counts`,
 def show_matches(model:nn.Module, dataset, # a model and a dataset of records
                  indices=None, # pairs to draw (default: the first `n_pairs`)
                  n_pairs:int=6, alpha:float=0.1, titles=None, # one per pair, before the score
-                 device='cpu', autocast=None):
+                 device='cpu', dtype='float32', # compute dtype: 'float32', 'bfloat16' (autocast) or 'auto' (`precision.resolve_dtype`)
+                ):
     "A matplotlib figure of predicted matches on pairs of `dataset`: green within α of the target box, red outside."
     import matplotlib.pyplot as plt
     indices = list(indices) if indices is not None else list(range(min(n_pairs, len(dataset))))
     batch = to_device(collate([dataset[i] for i in indices]), device)
     unwrap(model).eval()
-    with (autocast or contextlib.nullcontext()): pred = predict_keypoints(model, batch).float().cpu()
+    with autocast(device, resolve_dtype(dtype, device)): pred = predict_keypoints(model, batch).float().cpu()
     batch = to_device(batch, 'cpu')
     ncols = min(3, len(pred)); nrows = -(-len(pred) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.3 * nrows), dpi=70, squeeze=False)

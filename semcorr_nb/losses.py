@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from .core import grid_coords
 from .flow import flow_to_cells
+from .precision import full_precision
 
 # %% auto #0
 __all__ = ['sparse_epe', 'dense_epe', 'dense_epe_cells', 'keypoint_flow_target', 'correlation_ce']
@@ -55,21 +56,22 @@ def keypoint_flow_target(src_kps:Tensor, # (B, N, 2) normalised source keypoints
                          overlap:str='mean', # cells in several boxes: 'mean' of their displacements, or the 'nearest' keypoint's
                         ) -> tuple[Tensor, Tensor]: # (B, 2, h, w) normalised flow, (B, h, w) bool mask of labelled cells
     "Sparse ground-truth flow on the source grid from keypoints, and the mask of the cells it labels."
-    h, w = hw
-    valid = valid.bool()
-    cells = grid_coords(h, w, device=src_kps.device, dtype=torch.float32).view(1, -1, 1, 2)   # (1, HW, 1, 2)
-    diff = cells - src_kps.float()[:, None]                                                   # (B, HW, N, 2)
-    near = (diff.abs() <= radius).all(-1) & valid[:, None]                                    # (B, HW, N)
-    disp = torch.where(valid[..., None], trg_kps.float() - src_kps.float(), 0.)              # (B, N, 2)
-    mask = near.any(-1)                                                                       # (B, HW)
-    if overlap == 'mean':
-        gt = (near.float() @ disp) / near.sum(-1, keepdim=True).clamp(min=1)                  # (B, HW, 2)
-    elif overlap == 'nearest':
-        dist = torch.where(near, diff.pow(2).sum(-1), torch.full((), math.inf, device=diff.device))
-        gt = disp.gather(1, dist.argmin(-1)[..., None].expand(-1, -1, 2))                     # (B, HW, 2)
-        gt = torch.where(mask[..., None], gt, 0.)
-    else: raise ValueError(f"overlap must be 'mean' or 'nearest', got {overlap!r}")
-    return gt.transpose(1, 2).reshape(-1, 2, h, w), mask.view(-1, h, w)
+    with full_precision(src_kps):                                                             # float32 targets, in any region
+        h, w = hw
+        valid = valid.bool()
+        cells = grid_coords(h, w, device=src_kps.device, dtype=torch.float32).view(1, -1, 1, 2)   # (1, HW, 1, 2)
+        diff = cells - src_kps.float()[:, None]                                                   # (B, HW, N, 2)
+        near = (diff.abs() <= radius).all(-1) & valid[:, None]                                    # (B, HW, N)
+        disp = torch.where(valid[..., None], trg_kps.float() - src_kps.float(), 0.)              # (B, N, 2)
+        mask = near.any(-1)                                                                       # (B, HW)
+        if overlap == 'mean':
+            gt = (near.float() @ disp) / near.sum(-1, keepdim=True).clamp(min=1)                  # (B, HW, 2)
+        elif overlap == 'nearest':
+            dist = torch.where(near, diff.pow(2).sum(-1), torch.full((), math.inf, device=diff.device))
+            gt = disp.gather(1, dist.argmin(-1)[..., None].expand(-1, -1, 2))                     # (B, HW, 2)
+            gt = torch.where(mask[..., None], gt, 0.)
+        else: raise ValueError(f"overlap must be 'mean' or 'nearest', got {overlap!r}")
+        return gt.transpose(1, 2).reshape(-1, 2, h, w), mask.view(-1, h, w)
 
 # %% ../nbs/06a_losses.ipynb #38ac22d0
 def correlation_ce(corr:Tensor, # (B, HW_s, HW_t) correlation, rows = source cells
@@ -80,14 +82,15 @@ def correlation_ce(corr:Tensor, # (B, HW_s, HW_t) correlation, rows = source cel
                    beta:float|None=0.02, # temperature (the soft-argmax's); None: `corr` holds non-negative scores, rows normalised to sum 1
                   ) -> Tensor: # float32 scalar, nats
     "Mean cross-entropy of the target cell holding each target keypoint under softmax(row / beta) (or row / sum(row)), rows read at the source keypoints."
-    b, (hs, ws), (ht, wt) = corr.shape[0], hw_s, hw_t
-    corr = corr.float()
-    if beta is None: scores = (corr / corr.sum(-1, keepdim=True).clamp(min=1e-12)).clamp(min=1e-12).log()  # log-probabilities
-    else: scores = corr / beta                                                          # (B, HW_s, HW_t) logits
-    rows = scores.transpose(1, 2).reshape(b, ht * wt, hs, ws)                           # (B, HW_t, h_s, w_s)
-    logits = F.grid_sample(rows, src_kps.float()[:, :, None], align_corners=False)[..., 0].transpose(1, 2)  # (B, N, HW_t)
-    cell = ((trg_kps.float() + 1) / 2 * trg_kps.new_tensor([wt, ht]).float()).long()
-    label = cell[..., 1].clamp(0, ht - 1) * wt + cell[..., 0].clamp(0, wt - 1)          # (B, N)
-    valid = valid.bool()
-    if not valid.any(): return logits.sum() * 0
-    return F.cross_entropy(logits[valid], label[valid])
+    with full_precision(corr):                                                         # float32 logits and loss, in any region
+        b, (hs, ws), (ht, wt) = corr.shape[0], hw_s, hw_t
+        corr = corr.float()
+        if beta is None: scores = (corr / corr.sum(-1, keepdim=True).clamp(min=1e-12)).clamp(min=1e-12).log()  # log-probabilities
+        else: scores = corr / beta                                                          # (B, HW_s, HW_t) logits
+        rows = scores.transpose(1, 2).reshape(b, ht * wt, hs, ws)                           # (B, HW_t, h_s, w_s)
+        logits = F.grid_sample(rows, src_kps.float()[:, :, None], align_corners=False)[..., 0].transpose(1, 2)  # (B, N, HW_t)
+        cell = ((trg_kps.float() + 1) / 2 * trg_kps.new_tensor([wt, ht]).float()).long()
+        label = cell[..., 1].clamp(0, ht - 1) * wt + cell[..., 0].clamp(0, wt - 1)          # (B, N)
+        valid = valid.bool()
+        if not valid.any(): return logits.sum() * 0
+        return F.cross_entropy(logits[valid], label[valid])

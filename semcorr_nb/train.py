@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_train.ipynb #1d24dcbb
 from __future__ import annotations
-import argparse, contextlib, csv, datetime, errno, json, math, os, random, signal, sys, threading, time
+import argparse, csv, datetime, errno, json, math, os, random, signal, sys, threading, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -18,13 +18,14 @@ from .errors import UsageError, user_errors, writable_dir, Parser, json_object
 from .data import load_dataset, make_loader, pck_benchmark, dataset_class
 from .models import (DEFAULT_MODEL, ALIASES, model_spec, model_names, build_model, model_config,
                                load_checkpoint, check_compatible, CheckpointMismatch)
+from .precision import DTYPE_CHOICES, resolve_dtype, dtype_name
 from .learn import make_optimizer, train_step, model_pck, show_matches, unwrap, to_device, NonFiniteLoss
 
 # %% auto #0
 __all__ = ['CHOICES', 'CHECKPOINT_FORMAT', 'RUN_FILES', 'TrainConfig', 'resolve_config', 'validate', 'previous_path',
            'atomic_save', 'rng_state', 'set_rng_state', 'Dist', 'setup_distributed', 'cleanup_distributed',
-           'all_gather_objects', 'lr_factor', 'autocast_for', 'MetricsLog', 'val_score', 'prepare_run',
-           'TrainingInterrupted', 'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
+           'all_gather_objects', 'lr_factor', 'MetricsLog', 'val_score', 'prepare_run', 'TrainingInterrupted',
+           'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
 
 # %% ../nbs/17_train.ipynb #7d8a436a
 @dataclass
@@ -57,7 +58,7 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 2021
     device: str = ''                    # '' picks cuda when available, else cpu
-    amp: str = 'auto'                   # 'auto' (bf16 on cuda, off on cpu), 'bf16', 'off'
+    dtype: str = 'auto'                 # compute dtype: 'auto' (bfloat16 on a GPU or a CPU with AMX/AVX-512-BF16), 'float32', 'bfloat16'
     out: str = 'runs/default'           # run folder: config.json, metrics.csv, last.pth, best.pth, pictures
     resume: bool = False                # continue from out/last.pth
     ckpt_every: int = 200               # also checkpoint every N optimisation steps (0: only at epoch ends)
@@ -82,7 +83,7 @@ def resolve_config(args:dict) -> TrainConfig:
     return TrainConfig(**{**recipe, **args, 'model': model})
 
 # %% ../nbs/17_train.ipynb #64dc467a
-CHOICES = dict(optimizer=('adamw', 'adam'), scheduler=('constant', 'step', 'cosine'), amp=('auto', 'bf16', 'off'))
+CHOICES = dict(optimizer=('adamw', 'adam'), scheduler=('constant', 'step', 'cosine'), dtype=DTYPE_CHOICES)
 
 def _check_device(device:str):
     "A `--device` that exists here."
@@ -218,11 +219,6 @@ def lr_factor(cfg:TrainConfig, epoch:int, step:int) -> float:
     if cfg.scheduler == 'cosine':
         return f * max(cfg.min_lr / cfg.head_lr, 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1))))
     raise ValueError(f"--scheduler {cfg.scheduler!r}: choose 'constant', 'step' or 'cosine'")
-
-def autocast_for(cfg:TrainConfig, device:torch.device):
-    "bf16 autocast on GPU by default; fp32 on CPU unless asked."
-    on = cfg.amp == 'bf16' or (cfg.amp == 'auto' and device.type == 'cuda')
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 # %% ../nbs/17_train.ipynb #6340e071
 class MetricsLog:
@@ -365,9 +361,10 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
         if d.main:
             (out/'config.json').write_text(json.dumps({'train': cfg.to_dict(), 'model_name': model_name, 'model_config': config}, indent=2))
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == 'cuda' else None) if d.active else model
-        amp = autocast_for(cfg, d.device)
+        dtype = resolve_dtype(cfg.dtype, d.device)
+        if d.main: print(f'compute dtype: {dtype_name(dtype)} on {d.device}' + (' (--dtype auto)' if cfg.dtype == 'auto' else ''))
         bench = pck_benchmark(val_set)
-        score = lambda ds, desc: model_pck(ddp, _loader(ds, cfg, d), cfg.eval_alphas, benchmark=bench, device=d.device, autocast=amp,
+        score = lambda ds, desc: model_pck(ddp, _loader(ds, cfg, d), cfg.eval_alphas, benchmark=bench, device=d.device, dtype=dtype,
                                            gather=lambda pairs: all_gather_objects(pairs, d), progress=d.main, desc=desc)
         ran = 0
         stop.__enter__()
@@ -383,7 +380,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
             for i, batch in enumerate(loader, start=skip):
                 if i >= n_steps: break
                 for g, lr in zip(opt.param_groups, base_lrs): g['lr'] = lr * lr_factor(cfg, epoch, global_step)
-                try: r = train_step(ddp, to_device(batch, d.device), opt, amp, cfg.grad_clip)
+                try: r = train_step(ddp, to_device(batch, d.device), opt, dtype, cfg.grad_clip)
                 except NonFiniteLoss as e:
                     saved = (f'the last good checkpoint is {out/"last.pth"}; resume with --resume once fixed'
                              if (out/'last.pth').exists() else 'no last good checkpoint exists yet (nothing was saved)')
@@ -425,7 +422,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
                 raise TrainingInterrupted(f'stopped after epoch {epoch + 1} ({global_step} steps done); checkpoint {out/"last.pth"}. '
                                           'Continue with the same command and --resume.')
         log.close()
-        summary = dict(history=history, best_val_pck=best, global_step=global_step, out=str(out))
+        summary = dict(history=history, best_val_pck=best, global_step=global_step, out=str(out), dtype=dtype_name(dtype))
         if cfg.test_after:
             if test_set is None: test_set = _dataset(cfg, 'test')
             if d.active: dist.barrier()          # every rank waits until rank 0 has written best.pth
@@ -439,7 +436,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
                 (out/'summary.json').write_text(json.dumps(summary, indent=2, default=float))
                 if cfg.picture:
                     try:
-                        fig = show_matches(model, test_set, device=d.device, autocast=amp)
+                        fig = show_matches(model, test_set, device=d.device, dtype=dtype)
                         fig.savefig(out/'matches.png'); summary['picture'] = str(out/'matches.png')
                         import matplotlib.pyplot as plt; plt.close(fig)
                     except Exception as e: print(f'(no picture: {type(e).__name__}: {e})')

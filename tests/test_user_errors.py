@@ -45,7 +45,7 @@ def test_a_second_run_into_a_used_folder_is_refused(run_folder):
     (['--epochs', '0'], ['--epochs 0']), (['--epochs', '-1'], ['--epochs -1']),
     (['--batch-size', '0'], ['--batch-size 0']), (['--batch-size', '-2'], ['--batch-size -2']),
     (['--img-size', '0'], ['--img-size 0']), (['--img-size', '3'], ['--img-size 3']),
-    (['--amp', 'fp16'], ["--amp 'fp16'", 'auto, bf16, off']), (['--scheduler', 'linear'], ["--scheduler 'linear'"]),
+    (['--dtype', 'fp16'], ["--dtype 'fp16'", 'auto, float32, bfloat16']), (['--scheduler', 'linear'], ["--scheduler 'linear'"]),
     (['--benchmark', 'caltech'], ["--benchmark 'caltech'", 'synthetic']),
     (['--model-args', '[1, 2]'], ['is a JSON list']), (['--model-args', '{depth: 2}'], ['not valid JSON']),
     (['--model', 'zero'], ['training-free baseline']), (['--model', 'nonesuch'], ["'nonesuch' is not known", 'cats-tiny']),
