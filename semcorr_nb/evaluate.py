@@ -12,6 +12,7 @@ from .data import load_dataset, make_loader, pck_benchmark, dataset_class
 from .pck import get_protocol, pck_label
 from .models import model_spec, model_names, build_model, model_from_checkpoint, input_size, official_model
 from .learn import model_pck, show_matches
+from .precision import DTYPE_CHOICES, resolve_dtype, dtype_name
 
 # %% auto #0
 __all__ = ['RESULT_FILES', 'evaluation_model', 'evaluate', 'side_by_side', 'evaluate_official', 'main']
@@ -48,15 +49,17 @@ def _check_request(benchmark, protocol, out, device):
 
 def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:str='test', baseline:str=None,
              protocol:str='official', alphas=(0.05, 0.1, 0.15), img_size:int=None, batch_size:int=8, n_pairs:int=0,
-             num_workers:int=2, device:str='', out=None, picture:bool=True, model_args:dict|None=None):
+             num_workers:int=2, device:str='', out=None, picture:bool=True, model_args:dict|None=None,
+             dtype='auto'): # compute dtype: 'auto' (bfloat16 where the hardware is fast at it), 'float32', 'bfloat16'
     "Score a checkpoint (or a training-free `baseline` of the registry: 'zero', 'nn-dinov2', …) on a benchmark split."
     out = _check_request(benchmark, protocol, out, device)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model, size, label = evaluation_model(checkpoint, baseline, model_args, dev)
+    dtype = resolve_dtype(dtype, dev)
     ds = load_dataset(benchmark, split, datapath or None, n_pairs=n_pairs, img_size=img_size or size)
     meter = model_pck(model, make_loader(ds, batch_size, num_workers=num_workers), alphas, protocol=protocol,
-                      benchmark=pck_benchmark(ds), device=dev, progress=True, desc=split)
-    print(f'{label} on {benchmark}/{split}:'); print(meter.table())
+                      benchmark=pck_benchmark(ds), device=dev, progress=True, desc=split, dtype=dtype)
+    print(f'{label} on {benchmark}/{split} ({dtype_name(dtype)}):'); print(meter.table())
     if out is not None:
         meter.to_json(out/'pck.json'); meter.to_csv(out/'pck.csv'); meter.to_csv(out/'pairs.csv', what='pairs')
         if picture and len(meter.pairs):
@@ -64,7 +67,7 @@ def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:
             score = [p['hits'][i] / p['n'] if p['n'] else -1 for p in meter.pairs]
             order = sorted(range(len(score)), key=lambda j: score[j])
             worst, best = order[:3], order[-3:][::-1]
-            fig = show_matches(model, ds, indices=worst + best, titles=['worst'] * len(worst) + ['best'] * len(best), device=dev)
+            fig = show_matches(model, ds, indices=worst + best, titles=['worst'] * len(worst) + ['best'] * len(best), device=dev, dtype=dtype)
             fig.savefig(out/'best_worst.png')
             import matplotlib.pyplot as plt; plt.close(fig)
     return meter
@@ -87,16 +90,18 @@ def evaluate_official(name:str, # a family (or variant) with a loader for its au
                       img_size:int|None=None, # default: the paper's input size
                       batch_size:int=8, n_pairs:int=0, num_workers:int=2, device:str='', out=None,
                       model_args:dict|None=None, # config fields over what the checkpoint implies (e.g. a CATs layer set)
+                      dtype='auto', # compute dtype (see `precision.resolve_dtype`)
                      ) -> dict: # protocol name -> `PCKMeter`: the paper's, then 'official'
     "PCK of an authors' checkpoint (built with `conventions='official'`) under the paper's own protocol and the project's, side by side."
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model, info = official_model(name, checkpoint, dev, **(model_args or {}))
+    dtype = resolve_dtype(dtype, dev)
     ds = load_dataset(benchmark, split, datapath or None, n_pairs=n_pairs, img_size=img_size or info['img_size'])
     loader = make_loader(ds, batch_size, num_workers=num_workers)
-    meters = {p: model_pck(model, loader, alphas, protocol=p, benchmark=pck_benchmark(benchmark), device=dev, progress=True, desc=f'{split} ({p})')
+    meters = {p: model_pck(model, loader, alphas, protocol=p, benchmark=pck_benchmark(benchmark), device=dev, progress=True, desc=f'{split} ({p})', dtype=dtype)
               for p in dict.fromkeys([info['protocol'], 'official'])}
     print(f"{name} with the authors' weights ({checkpoint}; {len(info['dropped'])} unused official tensors) on {benchmark}/{split}, "
-          f"input {img_size or info['img_size']} px, conventions={getattr(model.config, 'conventions', None)!r}:")
+          f"input {img_size or info['img_size']} px, {dtype_name(dtype)}, conventions={getattr(model.config, 'conventions', None)!r}:")
     print(side_by_side(meters))
     if out is not None:
         out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -124,6 +129,7 @@ def main(argv=None):
     p.add_argument('--pairs', type=int_at_least(0), default=0, help='only the first N pairs (0: all)')
     p.add_argument('--num-workers', type=int_at_least(0), default=2)
     p.add_argument('--device', default='')
+    p.add_argument('--dtype', default='auto', choices=DTYPE_CHOICES, help='compute dtype; auto: bfloat16 on a GPU or a CPU with AMX/AVX-512-BF16, else float32')
     p.add_argument('--out', default=None, help='folder for pck.json, pck.csv, pairs.csv and best_worst.png')
     p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of its one-line message')
     a = p.parse_args(argv)
@@ -132,9 +138,9 @@ def main(argv=None):
         if a.official:
             if not a.checkpoint: raise UsageError("--official needs --checkpoint: the authors' checkpoint file")
             return evaluate_official(a.official, a.checkpoint, a.benchmark, a.datapath, a.split, a.alphas, a.img_size, a.batch_size,
-                                     a.pairs, a.num_workers, a.device, a.out, model_args=a.model_args)
+                                     a.pairs, a.num_workers, a.device, a.out, model_args=a.model_args, dtype=a.dtype)
         return evaluate(a.checkpoint, a.benchmark, a.datapath, a.split, a.baseline, a.protocol, a.alphas, a.img_size, a.batch_size,
-                        a.pairs, a.num_workers, a.device, a.out, model_args=model_args)
+                        a.pairs, a.num_workers, a.device, a.out, model_args=model_args, dtype=a.dtype)
 
 # %% ../nbs/18_evaluate.ipynb #0d20f55b
 if __name__ == '__main__' and '__file__' in globals(): main()

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from .core import pixel_to_norm, norm_to_pixel, normalize_image, to_tensor_image
 from .models import model_from_checkpoint, input_size, official_model
+from .precision import DTYPE_CHOICES, resolve_dtype, dtype_name, autocast
 from .errors import UsageError, user_errors, writable_dir, Parser, int_at_least
 
 # %% auto #0
@@ -66,14 +67,16 @@ def prepare_image(img:np.ndarray, size:int, device='cpu') -> torch.Tensor:
     t = to_tensor_image(img)[None].to(device)
     return normalize_image(F.interpolate(t, size=(size, size), mode='bilinear', align_corners=False, antialias=True))
 
-@torch.no_grad()
-def match_images(model, src:np.ndarray, trg:np.ndarray, points:torch.Tensor, img_size:int, device='cpu') -> torch.Tensor:
+def match_images(model, src:np.ndarray, trg:np.ndarray, points:torch.Tensor, img_size:int, device='cpu',
+                 dtype='float32', # compute dtype: 'float32', 'bfloat16' (autocast) or 'auto' (`precision.resolve_dtype`)
+                ) -> torch.Tensor:
     "Transfer `points` (N, 2) in `src` pixels to `trg` pixels with `model`."
     model.eval()
     s, t = prepare_image(src, img_size, device), prepare_image(trg, img_size, device)
-    out = model(s, t)
     src_hw, trg_hw = torch.tensor(src.shape[:2], device=device), torch.tensor(trg.shape[:2], device=device)
-    pred = model.transfer(out, pixel_to_norm(points.to(device).float()[None], src_hw))      # (1, N, 2) normalised
+    with torch.inference_mode(), autocast(device, resolve_dtype(dtype, device)):
+        out = model(s, t)
+        pred = model.transfer(out, pixel_to_norm(points.to(device).float()[None], src_hw))  # (1, N, 2) normalised
     return norm_to_pixel(pred.float(), trg_hw)[0].cpu()
 
 # %% ../nbs/19_match.ipynb #7bf28cb2
@@ -124,6 +127,7 @@ def main(argv=None):
     p.add_argument('--img-size', type=int_at_least(32), default=None, help="model input side (default: the checkpoint's)")
     p.add_argument('--out', default='match_out', help='folder for matches.json and matches.png')
     p.add_argument('--device', default='')
+    p.add_argument('--dtype', default='auto', choices=DTYPE_CHOICES, help='compute dtype; auto: bfloat16 on a GPU or a CPU with AMX/AVX-512-BF16, else float32')
     p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of its one-line message')
     a = p.parse_args(argv)
     with user_errors(a.debug):
@@ -140,9 +144,10 @@ def main(argv=None):
         else: pts = grid_points(src.shape[:2], a.grid)
         check_points(pts, src.shape[:2])
         model, size, name = match_model(a.checkpoint, a.official, dev, a.img_size)
-        pred = match_images(model, src, trg, pts, size, dev)
+        dtype = resolve_dtype(a.dtype, dev)
+        pred = match_images(model, src, trg, pts, size, dev, dtype)
     res = dict(source=str(a.source), target=str(a.target), checkpoint=str(a.checkpoint), model=name,
-               source_size_hw=list(src.shape[:2]), target_size_hw=list(trg.shape[:2]), input_size=size,
+               source_size_hw=list(src.shape[:2]), target_size_hw=list(trg.shape[:2]), input_size=size, dtype=dtype_name(dtype),
                matches=[dict(source=[round(v, 2) for v in s], target=[round(v, 2) for v in t]) for s, t in zip(pts.tolist(), pred.tolist())])
     (out/'matches.json').write_text(json.dumps(res, indent=1))
     draw_matches(src, trg, pts, pred, out/'matches.png', f"{name}: {Path(a.source).name} → {Path(a.target).name}")
