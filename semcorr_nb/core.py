@@ -13,7 +13,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'pixel_to_norm', 'norm_to_pixel', 'scale_keypoints', 'grid_coords', 'pad_keypoints',
            'unpad_keypoints', 'seed_everything', 'default_device', 'normalize_image', 'denormalize_image',
-           'to_tensor_image']
+           'to_tensor_image', 'show_progress']
 
 # %% ../nbs/00_core.ipynb #1ce7c366
 def _float_like(xy) -> Tensor:
@@ -133,3 +133,16 @@ def to_tensor_image(img:np.ndarray, # (H, W, 3) uint8 RGB; (H, W), (H, W, 1) gre
     if arr.shape[-1] == 1: arr = np.repeat(arr, 3, -1)
     arr = arr[..., :3]
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255
+
+# %% ../nbs/00_core.ipynb #f5a21c64
+def show_progress(stream=None) -> bool:
+    "Whether to draw progress bars: on a terminal or in a notebook, not into a file or a pipe (`SEMCORR_PROGRESS=0/1` forces)."
+    import sys
+    forced = os.environ.get('SEMCORR_PROGRESS', '').strip()
+    if forced in ('0', '1'): return forced == '1'
+    try:
+        from IPython import get_ipython
+        if getattr(get_ipython(), 'kernel', None) is not None: return True      # a Jupyter kernel: tqdm draws a widget
+    except ImportError: pass
+    stream = stream or sys.stderr
+    return bool(getattr(stream, 'isatty', lambda: False)())

@@ -55,7 +55,7 @@ def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:
     out = _check_request(benchmark, protocol, out, device)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model, size, label = evaluation_model(checkpoint, baseline, model_args, dev)
-    dtype = resolve_dtype(dtype, dev)
+    dtype = resolve_dtype(dtype, dev, model)
     ds = load_dataset(benchmark, split, datapath or None, n_pairs=n_pairs, img_size=img_size or size)
     meter = model_pck(model, make_loader(ds, batch_size, num_workers=num_workers), alphas, protocol=protocol,
                       benchmark=pck_benchmark(ds), device=dev, progress=True, desc=split, dtype=dtype)
@@ -95,7 +95,7 @@ def evaluate_official(name:str, # a family (or variant) with a loader for its au
     "PCK of an authors' checkpoint (built with `conventions='official'`) under the paper's own protocol and the project's, side by side."
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model, info = official_model(name, checkpoint, dev, **(model_args or {}))
-    dtype = resolve_dtype(dtype, dev)
+    dtype = resolve_dtype(dtype, dev, model)
     ds = load_dataset(benchmark, split, datapath or None, n_pairs=n_pairs, img_size=img_size or info['img_size'])
     loader = make_loader(ds, batch_size, num_workers=num_workers)
     meters = {p: model_pck(model, loader, alphas, protocol=p, benchmark=pck_benchmark(benchmark), device=dev, progress=True, desc=f'{split} ({p})', dtype=dtype)

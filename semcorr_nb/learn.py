@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 from tqdm.auto import tqdm
-from .core import pixel_to_norm, norm_to_pixel, denormalize_image, scale_keypoints
+from .core import pixel_to_norm, norm_to_pixel, denormalize_image, scale_keypoints, show_progress
 from .pck import PCKMeter, DEFAULT_ALPHAS
 from .backbones import Backbone
 from .data import collate, set_loader_epoch
@@ -59,11 +59,11 @@ def model_pck(model:nn.Module, # a model following the interface (or a DDP wrapp
     "PCK of `model` over `loader`: a `PCKMeter` holding every pair."
     m = unwrap(model)
     if device is None: device = next((p.device for p in m.parameters()), torch.device('cpu'))
-    region = autocast(device, resolve_dtype(dtype, device))
+    region = autocast(device, resolve_dtype(dtype, device, model))
     was = m.training; m.eval()
     meter = PCKMeter(alphas=alphas, protocol=protocol, benchmark=benchmark)
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=desc, disable=not (progress and show_progress()), leave=False):
             batch = meter.orient(to_device(batch, device))
             with region: pred = predict_keypoints(m, batch)
             meter.update(pred.float(), batch)
@@ -104,7 +104,7 @@ def train_step(model:nn.Module, # a model (or a DDP wrapper): forward and loss
               ) -> dict: # loss (float), parts (floats), grad_norm (float or None)
     "One optimisation step on `batch`; raises `NonFiniteLoss` (weights untouched) when the loss is not finite."
     dev = batch['src_img'].device
-    with autocast(dev, resolve_dtype(dtype, dev)):
+    with autocast(dev, resolve_dtype(dtype, dev, model)):
         out = model(batch['src_img'], batch['trg_img'])
         loss, parts = unwrap(model).loss(out, model_batch(batch))
     if not torch.isfinite(loss): raise NonFiniteLoss(f'loss is {loss.item()}')
@@ -211,7 +211,7 @@ def show_matches(model:nn.Module, dataset, # a model and a dataset of records
     indices = list(indices) if indices is not None else list(range(min(n_pairs, len(dataset))))
     batch = to_device(collate([dataset[i] for i in indices]), device)
     unwrap(model).eval()
-    with autocast(device, resolve_dtype(dtype, device)): pred = predict_keypoints(model, batch).float().cpu()
+    with autocast(device, resolve_dtype(dtype, device, model)): pred = predict_keypoints(model, batch).float().cpu()
     batch = to_device(batch, 'cpu')
     ncols = min(3, len(pred)); nrows = -(-len(pred) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.3 * nrows), dpi=70, squeeze=False)

@@ -74,7 +74,7 @@ def match_images(model, src:np.ndarray, trg:np.ndarray, points:torch.Tensor, img
     model.eval()
     s, t = prepare_image(src, img_size, device), prepare_image(trg, img_size, device)
     src_hw, trg_hw = torch.tensor(src.shape[:2], device=device), torch.tensor(trg.shape[:2], device=device)
-    with torch.inference_mode(), autocast(device, resolve_dtype(dtype, device)):
+    with torch.inference_mode(), autocast(device, resolve_dtype(dtype, device, model)):
         out = model(s, t)
         pred = model.transfer(out, pixel_to_norm(points.to(device).float()[None], src_hw))  # (1, N, 2) normalised
     return norm_to_pixel(pred.float(), trg_hw)[0].cpu()
@@ -144,7 +144,7 @@ def main(argv=None):
         else: pts = grid_points(src.shape[:2], a.grid)
         check_points(pts, src.shape[:2])
         model, size, name = match_model(a.checkpoint, a.official, dev, a.img_size)
-        dtype = resolve_dtype(a.dtype, dev)
+        dtype = resolve_dtype(a.dtype, dev, model)
         pred = match_images(model, src, trg, pts, size, dev, dtype)
     res = dict(source=str(a.source), target=str(a.target), checkpoint=str(a.checkpoint), model=name,
                source_size_hw=list(src.shape[:2]), target_size_hw=list(trg.shape[:2]), input_size=size, dtype=dtype_name(dtype),

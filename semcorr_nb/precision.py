@@ -38,13 +38,16 @@ DTYPE_CHOICES = ('auto', 'float32', 'bfloat16')
 
 def resolve_dtype(dtype='auto', # 'auto', 'float32'/'fp32', 'bfloat16'/'bf16', or a torch.dtype
                   device='cpu', # where the model runs
+                  model=None, # the model (or a wrapper with `.module`): one whose class sets `bf16_auto = False` stays float32 under 'auto'
                  ) -> torch.dtype:
-    "The compute dtype of a run: `auto` is bfloat16 where the hardware has it, float32 elsewhere."
+    "The compute dtype of a run: `auto` is bfloat16 where the hardware has it (and the model gains from it), float32 elsewhere."
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values(): raise ValueError(f'dtype {dtype}: use float32 or bfloat16')
         return dtype
     name = str(dtype).lower()
-    if name == 'auto': return torch.bfloat16 if bf16_fast(device) else torch.float32
+    if name == 'auto':
+        model = getattr(model, 'module', model)                      # DistributedDataParallel wraps the model
+        return torch.bfloat16 if bf16_fast(device) and getattr(model, 'bf16_auto', True) else torch.float32
     if name not in DTYPES: raise ValueError(f"dtype {dtype!r}: use one of {', '.join(DTYPE_CHOICES)}")
     return DTYPES[name]
 

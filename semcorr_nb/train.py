@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
-from .core import seed_everything
+from .core import seed_everything, show_progress
 from .pck import pck_label
 from .errors import UsageError, user_errors, writable_dir, Parser, json_object
 from .data import load_dataset, make_loader, pck_benchmark, dataset_class
@@ -22,7 +23,7 @@ from .precision import DTYPE_CHOICES, resolve_dtype, dtype_name
 from .learn import make_optimizer, train_step, model_pck, show_matches, unwrap, to_device, NonFiniteLoss
 
 # %% auto #0
-__all__ = ['CHOICES', 'CHECKPOINT_FORMAT', 'RUN_FILES', 'TrainConfig', 'resolve_config', 'validate', 'previous_path',
+__all__ = ['CHOICES', 'CHECKPOINT_FORMAT', 'RUN_FILES', 'TrainConfig', 'resolve_config', 'KeptPairs', 'validate', 'previous_path',
            'atomic_save', 'rng_state', 'set_rng_state', 'Dist', 'setup_distributed', 'cleanup_distributed',
            'all_gather_objects', 'lr_factor', 'MetricsLog', 'val_score', 'prepare_run', 'TrainingInterrupted',
            'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
@@ -51,6 +52,8 @@ class TrainConfig:
     grad_clip: float = 1.0              # max gradient norm; 0 disables
     augment: bool = True
     synthetic_resample: bool = True     # synthetic benchmark: new training pairs every epoch
+    synthetic_draw_small: bool = True   # synthetic benchmark: draw training pairs only twice the input side (val/test: native sizes)
+    keep_eval_pairs: bool = True        # render/read val and test once and keep them in memory (when under 1 GiB)
     train_pairs: int = 0                # use only the first N training pairs (0: all); synthetic: its size
     val_pairs: int = 0
     test_pairs: int = 0
@@ -99,8 +102,25 @@ def _check_device(device:str):
 def _dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark` at `cfg.img_size`, augmented and resampled when training."
     n = {'trn': cfg.train_pairs, 'val': cfg.val_pairs, 'test': cfg.test_pairs}[split]
+    cls, extra = dataset_class(cfg.benchmark), {}
+    if split == 'trn' and cfg.synthetic_draw_small and hasattr(cls, 'draw_scale_for'): extra['draw_scale'] = cls.draw_scale_for(cfg.img_size)
     return load_dataset(cfg.benchmark, split, cfg.datapath or None, n_pairs=n, img_size=cfg.img_size, seed=cfg.seed,
-                        augment=cfg.augment and split == 'trn', resample=cfg.synthetic_resample and split == 'trn')
+                        augment=cfg.augment and split == 'trn', resample=cfg.synthetic_resample and split == 'trn', **extra)
+
+class KeptPairs(Subset):
+    "A split's records made once (by `num_workers` loader workers) and kept in memory: val is scored every epoch without redrawing it."
+    def __init__(self, dataset, num_workers:int=0):
+        super().__init__(dataset, range(len(dataset)))
+        loader = DataLoader(dataset, batch_size=16, num_workers=num_workers, collate_fn=list)
+        self.records = [r for batch in loader for r in batch]
+    def __getitem__(self, i): return self.records[i]
+    def __getitems__(self, indices): return [self.records[i] for i in indices]
+
+def _kept(ds, cfg:TrainConfig, budget:float=2**30):
+    "`ds` as `KeptPairs` when `cfg.keep_eval_pairs` and its records fit in `budget` bytes, else `ds`."
+    if not cfg.keep_eval_pairs or len(ds) == 0: return ds
+    size = sum(v.numel() * v.element_size() for v in ds[0].values() if isinstance(v, torch.Tensor))
+    return KeptPairs(ds, cfg.num_workers) if size * len(ds) <= budget else ds
 
 def validate(cfg:TrainConfig) -> TrainConfig:
     "Raise `UsageError` for the first setting of `cfg` that cannot work; return `cfg`."
@@ -349,7 +369,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
         model_name = model_name or type(model).__name__
         config = model_config(model)
         if train_set is None: train_set = _dataset(cfg, 'trn')
-        if val_set is None: val_set = _dataset(cfg, 'val')
+        if val_set is None: val_set = _kept(_dataset(cfg, 'val'), cfg)
         model.to(d.device)
         opt = make_optimizer(model, cfg.optimizer, cfg.head_lr, cfg.backbone_lr, cfg.weight_decay)
         base_lrs = [g['lr'] for g in opt.param_groups]   # before a resumed state overwrites them with scheduled values
@@ -361,7 +381,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
         if d.main:
             (out/'config.json').write_text(json.dumps({'train': cfg.to_dict(), 'model_name': model_name, 'model_config': config}, indent=2))
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == 'cuda' else None) if d.active else model
-        dtype = resolve_dtype(cfg.dtype, d.device)
+        dtype = resolve_dtype(cfg.dtype, d.device, model)
         if d.main: print(f'compute dtype: {dtype_name(dtype)} on {d.device}' + (' (--dtype auto)' if cfg.dtype == 'auto' else ''))
         bench = pck_benchmark(val_set)
         score = lambda ds, desc: model_pck(ddp, _loader(ds, cfg, d), cfg.eval_alphas, benchmark=bench, device=d.device, dtype=dtype,
@@ -374,8 +394,9 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
             skip = start_step if epoch == start_epoch else 0
             loader = _loader(train_set, cfg, d, epoch, shuffle=True, skip=skip)
             n_steps = len(loader) + skip if not cfg.steps_per_epoch else min(cfg.steps_per_epoch, len(loader) + skip)
-            bar = tqdm(total=n_steps, initial=skip, desc=f'epoch {epoch+1}/{cfg.epochs}', disable=not d.main, leave=False)
+            bar = tqdm(total=n_steps, initial=skip, desc=f'epoch {epoch+1}/{cfg.epochs}', disable=not (d.main and show_progress()), leave=False)
             t0, seen = time.time(), 0
+            last_line = t0
             loss_sum, n_loss = (stats['loss_sum'], stats['n_loss']) if epoch == start_epoch and skip else (0.0, 0)
             for i, batch in enumerate(loader, start=skip):
                 if i >= n_steps: break
@@ -389,6 +410,9 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
                 global_step += 1; ran += 1
                 seen += batch['src_img'].shape[0] * d.world; loss_sum += r['loss']; n_loss += 1
                 bar.update(1); bar.set_postfix(loss=f"{r['loss']:.4f}", pairs_s=f'{seen / max(time.time()-t0, 1e-9):.1f}')
+                if bar.disable and d.main and time.time() - last_line >= 60:     # a log file: one line a minute instead of a bar
+                    print(f"epoch {epoch+1}/{cfg.epochs}, step {i+1}/{n_steps}: loss {r['loss']:.4f}, "
+                          f"{seen / max(time.time()-t0, 1e-9):.1f} pairs/s", flush=True); last_line = time.time()
                 if global_step % cfg.log_every == 0:
                     log.log(global_step, loss=r['loss'], lr=opt.param_groups[0]['lr'], grad_norm=r['grad_norm'], **r['parts'])
                 done_epoch = i + 1 == n_steps
@@ -424,7 +448,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
         log.close()
         summary = dict(history=history, best_val_pck=best, global_step=global_step, out=str(out), dtype=dtype_name(dtype))
         if cfg.test_after:
-            if test_set is None: test_set = _dataset(cfg, 'test')
+            if test_set is None: test_set = _kept(_dataset(cfg, 'test'), cfg)
             if d.active: dist.barrier()          # every rank waits until rank 0 has written best.pth
             if (out/'best.pth').exists():
                 unwrap(model).load_state_dict(load_checkpoint(out/'best.pth', map_location=d.device)['model'])

@@ -80,6 +80,7 @@ def fetch(url:str, # http(s) URL
           expected_size:int|None=None) -> Path:
     "Download `url` to `path`, resuming a `.part` left by an interrupted run."
     from tqdm.auto import tqdm
+    from semcorr_nb.core import show_progress
     path = Path(path); part = path.with_name(path.name + '.part')
     path.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
@@ -101,7 +102,7 @@ def fetch(url:str, # http(s) URL
         total = start + int(length) if length is not None else expected_size
         try:
             with open(part, mode) as f, tqdm(total=total, initial=start, unit='B', unit_scale=True, unit_divisor=1024,
-                                             desc=path.name, disable=not progress, leave=False) as bar:
+                                             desc=path.name, disable=not (progress and show_progress()), leave=False) as bar:
                 while chunk := resp.read(1 << 20):
                     f.write(chunk); bar.update(len(chunk))
         except (OSError, http.client.HTTPException) as e:

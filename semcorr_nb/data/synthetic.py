@@ -9,7 +9,7 @@ __all__ = ['SYNTH_CATEGORIES', 'SYNTH_KEYPOINTS', 'EASY_POSES', 'SYNTH_SPLITS', 
 
 # %% ../../nbs/05_synthetic.ipynb #2d9eaa3f
 import colorsys, math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 import numpy as np
 import torch
@@ -487,18 +487,26 @@ class SyntheticCorrespondence(PairDataset):
                  cfg:SynthConfig=None, # generator knobs (default `SynthConfig()`: the benchmark)
                  benchmark_seed:int=0, # which benchmark: 0 is the default one
                  resample:bool=False, # epoch e > 0 draws fresh pairs (training only)
+                 draw_scale:float=1.0, # draw at this fraction of the native sizes (training at a small input only)
                  pad_value:float=-1.0, # value of padded keypoint entries
                  return_images:bool=False): # also return the uint8 images (`src_image`, `trg_image`)
         self.n_pairs = SYNTH_SPLIT_SIZES.get(split, 0) if n_pairs is None else int(n_pairs)
         self.pair_categories = tuple(categories or SYNTH_CATEGORIES)
         unknown = set(self.pair_categories) - set(SYNTH_CATEGORIES)
         if unknown: raise ValueError(f'unknown categories {sorted(unknown)}; the synthetic benchmark has {SYNTH_CATEGORIES}')
-        self.cfg, self.benchmark_seed, self.resample = cfg or SynthConfig(), benchmark_seed, resample
+        if not 0 < draw_scale <= 1: raise ValueError(f'draw_scale={draw_scale}: give a fraction in (0, 1]')
+        cfg = cfg or SynthConfig()
+        if draw_scale != 1: cfg = replace(cfg, size_range=tuple(max(32, round(s * draw_scale)) for s in cfg.size_range))
+        self.cfg, self.benchmark_seed, self.resample = cfg, benchmark_seed, resample
         super().__init__(None, split, img_size, max_kps, augment, pad_value, seed, return_images)
     @classmethod
     def open(cls, datapath=None, split:str='trn', n_pairs:int=0, resample:bool=False, **kwargs):
         "Split `split` with `n_pairs` pairs (0: the split's size); `datapath` is not used."
         return cls(split, n_pairs=n_pairs or None, resample=resample, **kwargs)
+    @staticmethod
+    def draw_scale_for(img_size) -> float:
+        "The `draw_scale` that keeps every drawn side at least twice the model input side (native 200-320 px)."
+        return min(1.0, 2 * max(img_size if isinstance(img_size, (tuple, list)) else (img_size,)) / SynthConfig().size_range[0])
     def _check(self): return []                        # nothing to find on disk
     def _index(self): return list(range(self.n_pairs))
     def files(self, i): return []

@@ -227,6 +227,7 @@ class TwoStreams(nn.Module):
 
 class TransforMatcher(Matcher):
     "TransforMatcher (Kim et al., CVPR 2022): match-to-match attention over the 4D multi-channel correlation."
+    bf16_auto = False   # `--dtype auto` keeps float32: bfloat16 is slower here on a CPU and moves its soft-argmax points (see `precision`)
     def __init__(self, config:TransforMatcherConfig|None=None, # configuration (default `tfm_spair()`)
                  **kw):                                        # overrides of single fields
         super().__init__()
