@@ -52,7 +52,6 @@ class TrainConfig:
     grad_clip: float = 1.0              # max gradient norm; 0 disables
     augment: bool = True
     synthetic_resample: bool = True     # synthetic benchmark: new training pairs every epoch
-    synthetic_draw_small: bool = True   # synthetic benchmark: draw training pairs only twice the input side (val/test: native sizes)
     keep_eval_pairs: bool = True        # render/read val and test once and keep them in memory (when under 1 GiB)
     train_pairs: int = 0                # use only the first N training pairs (0: all); synthetic: its size
     val_pairs: int = 0
@@ -102,10 +101,8 @@ def _check_device(device:str):
 def _dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark` at `cfg.img_size`, augmented and resampled when training."
     n = {'trn': cfg.train_pairs, 'val': cfg.val_pairs, 'test': cfg.test_pairs}[split]
-    cls, extra = dataset_class(cfg.benchmark), {}
-    if split == 'trn' and cfg.synthetic_draw_small and hasattr(cls, 'draw_scale_for'): extra['draw_scale'] = cls.draw_scale_for(cfg.img_size)
     return load_dataset(cfg.benchmark, split, cfg.datapath or None, n_pairs=n, img_size=cfg.img_size, seed=cfg.seed,
-                        augment=cfg.augment and split == 'trn', resample=cfg.synthetic_resample and split == 'trn', **extra)
+                        augment=cfg.augment and split == 'trn', resample=cfg.synthetic_resample and split == 'trn')
 
 class KeptPairs(Subset):
     "A split's records made once (by `num_workers` loader workers) and kept in memory: val is scored every epoch without redrawing it."

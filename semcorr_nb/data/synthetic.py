@@ -487,13 +487,14 @@ class SyntheticCorrespondence(PairDataset):
                  cfg:SynthConfig=None, # generator knobs (default `SynthConfig()`: the benchmark)
                  benchmark_seed:int=0, # which benchmark: 0 is the default one
                  resample:bool=False, # epoch e > 0 draws fresh pairs (training only)
-                 draw_scale:float=1.0, # draw at this fraction of the native sizes (training at a small input only)
+                 draw_scale:float|None=None, # draw at this fraction of the native sizes (default: `draw_scale_for(img_size)` with `resample`, else 1)
                  pad_value:float=-1.0, # value of padded keypoint entries
                  return_images:bool=False): # also return the uint8 images (`src_image`, `trg_image`)
         self.n_pairs = SYNTH_SPLIT_SIZES.get(split, 0) if n_pairs is None else int(n_pairs)
         self.pair_categories = tuple(categories or SYNTH_CATEGORIES)
         unknown = set(self.pair_categories) - set(SYNTH_CATEGORIES)
         if unknown: raise ValueError(f'unknown categories {sorted(unknown)}; the synthetic benchmark has {SYNTH_CATEGORIES}')
+        if draw_scale is None: draw_scale = self.draw_scale_for(img_size) if resample else 1.0
         if not 0 < draw_scale <= 1: raise ValueError(f'draw_scale={draw_scale}: give a fraction in (0, 1]')
         cfg = cfg or SynthConfig()
         if draw_scale != 1: cfg = replace(cfg, size_range=tuple(max(32, round(s * draw_scale)) for s in cfg.size_range))
