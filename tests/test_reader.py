@@ -149,6 +149,20 @@ def test_gpu_cells_skip_themselves_without_a_gpu(monkeypatch):
                     bad.append(f'{p.name}: a #| gpu cell ran without saying, in one line, that it skipped: {out.getvalue()[:100]!r}')
     assert n >= 8 and not bad, '\n'.join(bad)
 
+def test_run_all_in_a_kernel_without_a_gpu(tmp_path, monkeypatch):
+    """03_pck's Run All stopped at its `#| gpu` cell on a CPU ("Found no NVIDIA driver"), and the exported
+    cell, table and figure after it never ran. Run it top to bottom in a real Jupyter kernel (nbclient,
+    as `jupyter nbconvert --execute` does) with CUDA hidden: every cell runs, the gpu cell says it skipped."""
+    import nbformat
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+    nb = refresh_outputs.execute(ROOT/'nbs'/'03_pck.ipynb', timeout=600)
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    gpu = [c for c in code if 'gpu' in directives(c.source)]
+    assert gpu and all(any('No GPU here' in o.get('text', '') for o in c.outputs) for c in gpu)
+    after = code[code.index(gpu[-1]) + 1:]
+    assert after and all(c.execution_count for c in after), 'cells after the gpu cell did not run'
+    assert any('image/png' in o.get('data', {}) for c in code for o in c.outputs)
+
 def test_has_gpu_says_so_once():
     from semcorr_nb.core import has_gpu
     import torch
