@@ -12,8 +12,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'pixel_to_norm', 'norm_to_pixel', 'scale_keypoints', 'grid_coords', 'pad_keypoints',
-           'unpad_keypoints', 'seed_everything', 'default_device', 'normalize_image', 'denormalize_image',
-           'to_tensor_image', 'show_progress']
+           'unpad_keypoints', 'seed_everything', 'default_device', 'has_gpu', 'threads_under_test', 'normalize_image',
+           'denormalize_image', 'to_tensor_image', 'show_progress']
 
 # %% ../nbs/00_core.ipynb #1ce7c366
 def _float_like(xy) -> Tensor:
@@ -98,6 +98,21 @@ def seed_everything(seed:int=0, # seed for python, numpy and torch (all devices)
 def default_device() -> torch.device:
     "The CUDA device when one is available, else the CPU."
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+def has_gpu() -> bool:
+    "Whether a CUDA device is present; without one, say in one line that the `#| gpu` cell calling it is skipped."
+    if torch.cuda.is_available(): return True
+    print('No GPU here: this `#| gpu` cell is skipped (it runs under `nbdev_test --flags gpu` on a CUDA machine).')
+    return False
+
+# %% ../nbs/00_core.ipynb #0b128f4a
+def threads_under_test(cpus:int|None=None, # cores of the machine (default: `os.cpu_count()`)
+                ) -> int: # torch threads for one notebook process under `nbdev_test`
+    "The cores divided among `nbdev_test`'s workers (it starts `min(cpus, 8)` of them)."
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // min(cpus, 8))
+
+if os.environ.get('IN_TEST') and not os.environ.get('OMP_NUM_THREADS'): torch.set_num_threads(threads_under_test())
 
 # %% ../nbs/00_core.ipynb #137a41d8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
 from torch import Tensor
+from fastcore.basics import patch
 from .core import scale_keypoints
 
 # %% auto #0
@@ -227,6 +228,7 @@ class PCKMeter:
         return self
 
 # %% ../nbs/03_pck.ipynb #324ba32d
+@patch
 def _row(self:PCKMeter, pairs:list) -> dict:
     "Labelled PCK row over `pairs` (those with at least one valid keypoint)."
     use = [p for p in pairs if p['n'] > 0]
@@ -237,18 +239,21 @@ def _row(self:PCKMeter, pairs:list) -> dict:
         row[pck_label(a, self.kind, 'keypoint')] = 100 * sum(p['hits'][i] for p in use) / row['n_keypoints'] if use else float('nan')
     return row
 
-def _summary(self:PCKMeter) -> dict:
+@patch
+def summary(self:PCKMeter) -> dict:
     "Overall labelled means, with the protocol, threshold kind and counts (pairs without keypoints: `n_skipped`)."
     return {'protocol': self.protocol.name, 'benchmark': self.benchmark, 'threshold': self.kind,
             'n_skipped': sum(p['n'] == 0 for p in self.pairs), **self._row(self.pairs)}
 
-def _per_category(self:PCKMeter) -> dict:
+@patch
+def per_category(self:PCKMeter) -> dict:
     "{category: labelled row}, in order of first appearance."
     groups = {}
     for p in self.pairs: groups.setdefault(p['category'], []).append(p)
     return {c: self._row(ps) for c, ps in groups.items()}
 
-def _per_difficulty(self:PCKMeter) -> dict:
+@patch
+def per_difficulty(self:PCKMeter) -> dict:
     "{flag: {level name: labelled row}} for SPair's four flags; levels with no pair and −1 (no flag) are left out."
     out = {}
     for f, names in DIFFICULTY_LEVELS.items():
@@ -257,9 +262,8 @@ def _per_difficulty(self:PCKMeter) -> dict:
         if levels: out[f] = levels
     return out
 
-PCKMeter._row, PCKMeter.summary, PCKMeter.per_category, PCKMeter.per_difficulty = _row, _summary, _per_category, _per_difficulty
-
 # %% ../nbs/03_pck.ipynb #48955904
+@patch
 def _groups(self:PCKMeter):
     "(section, group, level, row) for the overall, per-category and per-difficulty rows."
     yield 'overall', 'all', '', self._row(self.pairs)
@@ -267,7 +271,8 @@ def _groups(self:PCKMeter):
     for f, levels in self.per_difficulty().items():
         for l, row in levels.items(): yield 'difficulty', f, l, row
 
-def _table(self:PCKMeter) -> str:
+@patch
+def table(self:PCKMeter) -> str:
     "A printable, fully labelled text table."
     s = self.summary()
     lines = [f"PCK · {self.benchmark} · threshold {self.kind} · protocol '{self.protocol.name}' · "
@@ -284,20 +289,23 @@ def _table(self:PCKMeter) -> str:
             lines.append(f'{left}  {"per " + by:<13}{vals}')
     return '\n'.join(lines)
 
-def _results(self:PCKMeter) -> dict:
+@patch
+def results(self:PCKMeter) -> dict:
     "Everything as plain dicts: summary, per category, per difficulty, and the protocol."
     p = self.protocol
     return {'summary': self.summary(), 'per_category': self.per_category(), 'per_difficulty': self.per_difficulty(),
             'protocol': {'name': p.name, 'frame': p.size or 'original', 'box_from': p.box_from,
                          'kps_from': p.kps_from, 'reverse': p.reverse, 'note': p.note}}
 
-def _to_json(self:PCKMeter, path=None) -> str:
+@patch
+def to_json(self:PCKMeter, path=None) -> str:
     "JSON of `results()`; written to `path` if given."
     text = json.dumps(self.results(), indent=1)
     if path is not None: Path(path).write_text(text)
     return text
 
-def _to_csv(self:PCKMeter, path=None, what:str='groups') -> str:
+@patch
+def to_csv(self:PCKMeter, path=None, what:str='groups') -> str:
     "CSV with one row per group ('groups') or per pair ('pairs'); written to `path` if given."
     f = io.StringIO(); w = csv.writer(f, lineterminator='\n')
     labels = [pck_label(a, self.kind, by) for by in ('pair', 'keypoint') for a in self.alphas]
@@ -314,8 +322,8 @@ def _to_csv(self:PCKMeter, path=None, what:str='groups') -> str:
     if path is not None: Path(path).write_text(f.getvalue())
     return f.getvalue()
 
-PCKMeter._groups, PCKMeter.table, PCKMeter.results, PCKMeter.to_json, PCKMeter.to_csv = _groups, _table, _results, _to_json, _to_csv
-PCKMeter.__repr__ = _table
+@patch
+def __repr__(self:PCKMeter) -> str: return self.table()
 
 # %% ../nbs/03_pck.ipynb #9c79e5be
 def show_pck(pred:Tensor,               # (N, 2) predictions in the target's original pixels (one pair)
