@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .precision import full_precision, work_dtype
+from .precision import full_precision, work_dtype, result_dtype
 
 # %% auto #0
 __all__ = ['l2_normalize', 'inverse_norms', 'correlation', 'corr_to_4d', 'corr_to_2d', 'multilayer_correlation',
@@ -37,16 +37,16 @@ def correlation(src_feat:Tensor, # (B, C, H_s, W_s) source features
                 trg_feat:Tensor, # (B, C, H_t, W_t) target features
                 normalize:bool=True, # cosine (True) or raw dot product (False)
                 eps:float=1e-6, # see `l2_normalize`
-               ) -> Tensor: # (B, H_s*W_s, H_t*W_t) float32 correlation, rows = source cells, row-major
+               ) -> Tensor: # (B, H_s*W_s, H_t*W_t) correlation (float32 under autocast), rows = source cells, row-major
     "Cosine correlation of every source cell with every target cell."
     if src_feat.ndim != 4 or trg_feat.ndim != 4 or src_feat.shape[:2] != trg_feat.shape[:2]:
         raise ValueError(f"expected (B, C, H, W) features with equal B and C, got {tuple(src_feat.shape)} and {tuple(trg_feat.shape)}")
-    work = work_dtype(src_feat)                                # float32 (float64 for float64), in any autocast region
+    work, out = work_dtype(src_feat), result_dtype(src_feat)   # compute in float32 (float64 for float64), in any autocast region
     with full_precision(src_feat):
         s, t = src_feat.to(work), trg_feat.to(work)
         raw = _cells(s) @ _cells(t).transpose(1, 2)            # (B, HW_s, C) @ (B, C, HW_t)
-        if not normalize: return raw
-        return raw * (inverse_norms(s, eps)[:, :, None] * inverse_norms(t, eps)[:, None, :])
+        if not normalize: return raw.to(out)
+        return (raw * (inverse_norms(s, eps)[:, :, None] * inverse_norms(t, eps)[:, None, :])).to(out)
 
 # %% ../nbs/01_correlation.ipynb #d76c2783
 def corr_to_4d(corr:Tensor, # (..., H_s*W_s, H_t*W_t) correlation

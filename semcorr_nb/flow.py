@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from .core import grid_coords
-from .precision import full_precision, work_dtype
+from .precision import full_precision, work_dtype, result_dtype
 
 # %% auto #0
 __all__ = ['GRID_KINDS', 'READOUTS', 'axis_coords', 'cell_positions', 'soft_argmax', 'kernel_soft_argmax', 'coords_to_flow',
@@ -52,14 +52,14 @@ def soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cell
                 hw_t=None, # target grid (h_t, w_t); None for a square grid
                 beta:float=0.02, # softmax temperature
                 grid='centres', # where the target cells sit: 'centres', 'corners' or (coord_x, coord_y)
-               ) -> Tensor: # (..., HW_s, 2) expected normalised target position (x, y) of each source cell, float32 (float64 for float64)
+               ) -> Tensor: # (..., HW_s, 2) expected normalised target position (x, y) of each source cell (float32 under autocast)
     "Soft-argmax over the target cells of each row: the expected cell position under `softmax(corr / beta)`."
     ht, wt = _hw(hw_t, corr.shape[-1])
-    work = work_dtype(corr)                                                               # float32, or float64 for float64
+    work, out = work_dtype(corr), result_dtype(corr)                                      # float32 (float64 for float64); handed back in `out`
     with full_precision(corr):                                                            # autocast off: no bfloat16 here
         prob = torch.softmax(corr.to(work) / beta, dim=-1)                                # (..., HW_s, HW_t)
         pos = cell_positions(ht, wt, grid, corr.device, work).view(-1, 2)                 # (HW_t, 2)
-        return prob @ pos
+        return (prob @ pos).to(out)
 
 # %% ../nbs/02_flow.ipynb #9fa6f509
 def kernel_soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
@@ -77,7 +77,8 @@ def kernel_soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = sour
     gy = torch.exp(-(rows - (peak // wt)[..., None]).pow(2) / (2 * sigma ** 2))  # (..., HW_s, h_t)
     gx = torch.exp(-(cols - (peak % wt)[..., None]).pow(2) / (2 * sigma ** 2))   # (..., HW_s, w_t)
     gauss = (gy[..., :, None] * gx[..., None, :]).flatten(-2)                      # (..., HW_s, HW_t)
-    with full_precision(corr): return soft_argmax(gauss * corr.to(work), (ht, wt), beta=beta, grid=grid)
+    out = result_dtype(corr)
+    with full_precision(corr): return soft_argmax(gauss * corr.to(work), (ht, wt), beta=beta, grid=grid).to(out)
 
 # %% ../nbs/02_flow.ipynb #5ca79944
 def coords_to_flow(coords:Tensor, # (..., 2, h, w) normalised target position matched by each source cell
@@ -161,4 +162,4 @@ def soft_sampler(coords:Tensor, # (..., HW_s, 2) normalised target position of e
     dist = ((src_kps.to(work)[..., :, None, :] - cells).pow(2).sum(-1) + 1e-5).sqrt()     # (..., N, HW_s)
     weights = (tau - dist).clamp(min=0)
     weights = weights / (weights.sum(-1, keepdim=True) + 1e-5)
-    with full_precision(coords): return weights @ coords.to(work)                              # float32 keypoints
+    with full_precision(coords): return (weights @ coords.to(work)).to(result_dtype(coords))   # computed in float32

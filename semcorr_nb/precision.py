@@ -9,7 +9,7 @@ import torch
 
 # %% auto #0
 __all__ = ['DTYPES', 'DTYPE_CHOICES', 'cpu_bf16_support', 'bf16_fast', 'resolve_dtype', 'dtype_name', 'autocast',
-           'full_precision', 'work_dtype']
+           'full_precision', 'result_dtype', 'work_dtype']
 
 # %% ../nbs/00b_precision.ipynb #f3fe8ce2
 def cpu_bf16_support() -> str|None:
@@ -67,6 +67,11 @@ def autocast(device, # torch.device or its name
 def full_precision(x:torch.Tensor):
     "A region where autocast is off on `x`'s device: what runs inside computes in its inputs' dtype (cast them to float32)."
     return torch.autocast(x.device.type, enabled=False)
+
+def result_dtype(x:torch.Tensor) -> torch.dtype:
+    "The dtype a step that computes in float32 hands back: float32 inside autocast (the next layers cast what they need), else `x`'s own."
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.bfloat16, torch.float16): return torch.float32
+    return x.dtype
 
 def work_dtype(x:torch.Tensor) -> torch.dtype:
     "float64 for float64 input, float32 for anything narrower: the dtype numerically sensitive code computes in."
