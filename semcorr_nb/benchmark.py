@@ -345,25 +345,25 @@ def format_table(report:dict) -> str:
     "The results as a Markdown table, one row per model and dtype, with the machine and both peaks above it."
     m, peaks, c = report['machine'], report['matmul_peaks'], report['config']
     bs = [str(b) for b in c['batch_sizes']]
-    big = bs[-1] if len(bs) > 1 else None
+    b0 = bs[0]   # the first batch size (1 by default): the speed-up, the memory and (`derive`) the FLOP rate are read there
     cuda = c['device'].startswith('cuda')
     mem = 'CUDA peak MB' if cuda else 'peak RSS MB'
     memk = 'cuda_peak_mb' if cuda else 'rss_peak_mb'
-    head = ['model', 'input', 'dtype', 'params M', 'GFLOP/pair', 'ms/pair b1'] + ([f'ms/pair b{big}'] if big else []) + \
-           ['× float32', 'GFLOP/s', '% peak', 'bound ×', 'train pairs/s', f'{mem} (b1)', f'{mem} (train)', 'load']
-    fp32_ms = {r['model']: r['infer'].get('1', {}).get('ms_per_pair') for r in report['results']
+    head = ['model', 'input', 'dtype', 'params M', 'GFLOP/pair'] + [f'ms/pair b{b}' for b in bs] + \
+           ['× float32', 'GFLOP/s', '% peak', 'bound ×', 'train pairs/s', f'{mem} (b{b0})', f'{mem} (train)', 'load']
+    fp32_ms = {r['model']: r['infer'].get(b0, {}).get('ms_per_pair') for r in report['results']
                if r.get('dtype') == 'float32' and 'error' not in r}
     rows = []
     for r in report['results']:
         if 'error' in r:
             rows.append([r['model'], '', r.get('dtype') or '', 'error: ' + r['error'][:80]] + [''] * (len(head) - 4)); continue
         inf, tr = r['infer'], r.get('train') or {}
-        ms1, base = inf.get('1', {}).get('ms_per_pair'), fp32_ms.get(r['model'])
-        rows.append([r['model'], f"{r['size']}²", r['dtype'], f"{r['params_m']:.1f}", f"{r['gflops_per_pair']:.1f}", _fmt(ms1, '.1f')] +
-                    ([_fmt(inf.get(big, {}).get('ms_per_pair'), '.1f')] if big else []) +
+        ms1, base = inf.get(b0, {}).get('ms_per_pair'), fp32_ms.get(r['model'])
+        rows.append([r['model'], f"{r['size']}²", r['dtype'], f"{r['params_m']:.1f}", f"{r['gflops_per_pair']:.1f}"] +
+                    [_fmt(inf.get(b, {}).get('ms_per_pair'), '.1f') for b in bs] +
                     [_fmt(base / ms1 if base and ms1 else None, '.2f'),
                      f"{r['achieved_gflops']:.0f}", f"{100 * r['peak_fraction']:.0f}", f"{r['bound_ratio']:.2f}",
-                     _fmt(tr.get('pairs_per_s'), '.2f'), _fmt(inf.get('1', {}).get('memory', {}).get(memk)),
+                     _fmt(tr.get('pairs_per_s'), '.2f'), _fmt(inf.get(b0, {}).get('memory', {}).get(memk)),
                      _fmt((tr.get('memory') or {}).get(memk)), _fmt((r.get('load_avg_start') or [None])[0], '.1f')])
     lines = [f"Machine: {m.get('gpu') or m['cpu']} · {m['threads']} torch threads · torch {m['torch']} · "
              f"dtypes {c['dtype'].replace(',', ', ')} · batch sizes {', '.join(bs)} · {c['repeats']} repeats (median) after {c['warmup']} warm-up · "
