@@ -6,21 +6,22 @@
 from __future__ import annotations
 import argparse, gc, hashlib, importlib, json, math, os, platform, statistics, sys, time
 from collections import OrderedDict
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict, field, replace
 from functools import partial
 from pathlib import Path
 import torch
 import torch.nn as nn
 from torch import Tensor
 from .models import model_spec, model_names, build_model, input_size, MODELS
+from .precision import autocast, resolve_dtype, dtype_name, DTYPES, DTYPE_CHOICES
 from .errors import UsageError, user_errors, writable_dir, Parser, json_object, int_at_least
 from .profiling import (PeakMemory, time_fn, summarize, matmul_peak, OWN, count_flops, STAGE_ORDER, by_stage,
-                                  child_times, op_profile, show_op_profile, random_pair, make_train_step, autocast, plot_stages)
+                                  child_times, op_profile, show_op_profile, random_pair, make_train_step, plot_stages)
 
 # %% auto #0
 __all__ = ['main_models', 'tiny_variant', 'resolve_models', 'build', 'stages_of', 'FeatureCache', 'cache_frozen_backbones',
-           'BenchConfig', 'meta_model', 'model_flops', 'flops_vs_size', 'bench_model', 'bench_isolated', 'machine_info',
-           'derive', 'run_benchmark', 'format_table', 'make_parser', 'main']
+           'BenchConfig', 'dtype_names', 'meta_model', 'model_flops', 'flops_vs_size', 'bench_model', 'bench_isolated',
+           'machine_info', 'derive', 'run_benchmark', 'format_table', 'make_parser', 'main']
 
 # %% ../nbs/21_benchmark.ipynb #b37f5f46
 def main_models() -> list[str]:
@@ -136,7 +137,7 @@ class BenchConfig:
     model_args: dict = field(default_factory=dict)  # config overrides passed to every model's builder
     tiny: bool = False                  # the '-tiny' variant of each model
     device: str = 'cpu'                 # 'cpu' or 'cuda' ('' picks cuda when available)
-    dtype: str = 'float32'              # 'float32' or 'bfloat16' (autocast)
+    dtype: str = 'auto'                 # comma-separated compute dtypes, each model runs in each: 'auto', 'float32', 'bfloat16'
     batch_sizes: list = field(default_factory=lambda: [1, 32])
     repeats: int = 5
     warmup: int = 2
@@ -159,13 +160,21 @@ class BenchConfig:
             c.tiny, c.batch_sizes, c.repeats, c.warmup = True, [1, 2], 1, 1
             c.train_batch, c.matmul_n = c.train_batch or 2, min(c.matmul_n, 512)
         if not c.train_batch: c.train_batch = 32 if c.device.startswith('cuda') else 2
+        c.dtype = ','.join(dtype_names(c.dtype, c.device))   # 'auto' resolved: the report says what ran
         return c
 
-def _dtype(name:str) -> torch.dtype:
-    d = {'float32': torch.float32, 'fp32': torch.float32, 'bfloat16': torch.bfloat16, 'bf16': torch.bfloat16,
-         'float16': torch.float16, 'fp16': torch.float16}
-    if name not in d: raise ValueError(f'--dtype must be one of {sorted(d)}, got {name!r}')
-    return d[name]
+def dtype_names(spec:str, # comma-separated: 'auto', 'float32' ('fp32'), 'bfloat16' ('bf16')
+                device='cpu', # what 'auto' is resolved for (`precision.resolve_dtype`)
+               ) -> list[str]: # canonical names, in the order given, without repeats
+    "The compute dtypes a `--dtype` argument means; anything else is a `UsageError` naming the choices."
+    out = []
+    for s in (x.strip().lower() for x in str(spec).split(',')):
+        if s != 'auto' and s not in DTYPES:
+            raise UsageError(f"--dtype {spec!r}: {s!r} is not one of {', '.join(DTYPE_CHOICES)}; "
+                             "give one or several separated by commas, e.g. --dtype float32,bfloat16")
+        d = dtype_name(resolve_dtype(s, device))
+        if d not in out: out.append(d)
+    return out
 
 def meta_model(builder) -> nn.Module:
     "The model on the `meta` device: built there directly, or (when its constructor computes values) built on the CPU and moved."
@@ -207,12 +216,12 @@ def bench_model(name:str, # a registered model
                 cfg:BenchConfig, # a resolved config
                ) -> dict:
     "Measure one model in this process: parameters, FLOPs, memory, inference time per batch size, stages, training."
-    dev, dtype = torch.device(cfg.device), _dtype(cfg.dtype)
+    dev, dtype = torch.device(cfg.device), resolve_dtype(cfg.dtype, cfg.device)   # one dtype per call
     torch.manual_seed(0)
     model_args = dict(cfg.model_args)
     model = build(name, **model_args).to(dev).eval()
     size = cfg.size or input_size(name)
-    res = dict(model=name, size=size, device=str(dev), dtype=cfg.dtype, threads=torch.get_num_threads(),
+    res = dict(model=name, size=size, device=str(dev), dtype=dtype_name(dtype), threads=torch.get_num_threads(),
                compile=cfg.compile, pid=os.getpid(), load_avg_start=_loadavg())
     res['params_m'] = sum(p.numel() for p in model.parameters()) / 1e6
     res['params_trainable_m'] = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
@@ -273,7 +282,7 @@ def _child(name:str, cfg_dict:dict, threads:int, module:str='') -> dict:
         return bench_model(name, BenchConfig(**cfg_dict))
     except Exception as e:
         import traceback
-        return dict(model=name, error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc()[-4000:])
+        return dict(model=name, dtype=cfg_dict.get('dtype'), error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc()[-4000:])
 
 def bench_isolated(name:str, cfg:BenchConfig) -> dict:
     "`bench_model` in a fresh `spawn`ed child process with this process's thread count."
@@ -309,22 +318,23 @@ def derive(res:dict, peak_gflops:float) -> dict:
 
 def run_benchmark(cfg:BenchConfig, # the run's settings (resolved here)
                   log=print, # progress lines (None: silent)
-                 ) -> dict: # dict(machine, config, matmul_peak, results=[per model])
-    "Measure the matmul peak, then every model of `cfg.models`; derive the ratios."
+                 ) -> dict: # dict(machine, config, matmul_peaks={dtype: peak}, results=[per model and dtype])
+    "Measure the float32 and the bfloat16 matmul peaks, then every model of `cfg.models` in every dtype of `cfg.dtype`; derive the ratios."
     cfg = cfg.resolved()
     log = log or (lambda *a, **k: None)
-    names = resolve_models(cfg.models, cfg.tiny)
-    dt = _dtype(cfg.dtype)
-    peak = matmul_peak(cfg.device, dt, n=cfg.matmul_n, repeats=5 if not cfg.quick else 3)
-    log(f'matmul peak ({peak["dtype"]}, n={peak["n"]}, {peak["threads"]} threads): {peak["gflops"]:.0f} GFLOP/s '
-        f'(median {peak["gflops_median"]:.0f})')
+    names, dtypes = resolve_models(cfg.models, cfg.tiny), cfg.dtype.split(',')
+    peaks = {}
+    for d in ('float32', 'bfloat16'):   # both, whatever the models run in: the two yardsticks of one moment
+        peaks[d] = p = matmul_peak(cfg.device, DTYPES[d], n=cfg.matmul_n, repeats=5 if not cfg.quick else 3)
+        log(f'matmul peak ({d}, n={p["n"]}, {p["threads"]} threads): {p["gflops"]:.0f} GFLOP/s (median {p["gflops_median"]:.0f})')
     results = []
     for name in names:
-        t0 = time.time()
-        r = bench_isolated(name, cfg) if cfg.isolate else _child(name, asdict(cfg), torch.get_num_threads())
-        results.append(derive(r, peak['gflops']))
-        log(f'{name}: ' + (f'error {r["error"]}' if 'error' in r else f'done in {time.time() - t0:.1f} s'))
-    return dict(machine=machine_info(cfg.device), config=asdict(cfg), matmul_peak=peak, results=results,
+        for d in dtypes:   # interleaved per model: the dtypes of one model see the same load
+            t0, c = time.time(), replace(cfg, dtype=d)
+            r = bench_isolated(name, c) if cfg.isolate else _child(name, asdict(c), torch.get_num_threads())
+            results.append(derive(r, peaks[d]['gflops']))
+            log(f'{name} ({d}): ' + (f'error {r["error"]}' if 'error' in r else f'done in {time.time() - t0:.1f} s'))
+    return dict(machine=machine_info(cfg.device), config=asdict(cfg), matmul_peaks=peaks, results=results,
                 date=time.strftime('%Y-%m-%d %H:%M:%S %Z'))
 
 # %% ../nbs/21_benchmark.ipynb #1f4c4e9b
@@ -332,32 +342,34 @@ def _fmt(x, spec='.0f', none='–'):
     return none if x is None else format(x, spec)
 
 def format_table(report:dict) -> str:
-    "The results as a Markdown table, with the machine and the peak above it."
-    m, p, c = report['machine'], report['matmul_peak'], report['config']
+    "The results as a Markdown table, one row per model and dtype, with the machine and both peaks above it."
+    m, peaks, c = report['machine'], report['matmul_peaks'], report['config']
     bs = [str(b) for b in c['batch_sizes']]
-    big = bs[-1] if len(bs) > 1 else None
+    b0 = bs[0]   # the first batch size (1 by default): the speed-up, the memory and (`derive`) the FLOP rate are read there
     cuda = c['device'].startswith('cuda')
     mem = 'CUDA peak MB' if cuda else 'peak RSS MB'
-    head = ['model', 'input', 'params M', 'GFLOP/pair', 'ms/pair b1'] + ([f'ms/pair b{big}'] if big else []) + \
-           ['GFLOP/s', '% peak', 'bound ×', 'train pairs/s', f'{mem} (b1)', f'{mem} (train)', 'load']
+    memk = 'cuda_peak_mb' if cuda else 'rss_peak_mb'
+    head = ['model', 'input', 'dtype', 'params M', 'GFLOP/pair'] + [f'ms/pair b{b}' for b in bs] + \
+           ['× float32', 'GFLOP/s', '% peak', 'bound ×', 'train pairs/s', f'{mem} (b{b0})', f'{mem} (train)', 'load']
+    fp32_ms = {r['model']: r['infer'].get(b0, {}).get('ms_per_pair') for r in report['results']
+               if r.get('dtype') == 'float32' and 'error' not in r}
     rows = []
     for r in report['results']:
         if 'error' in r:
-            rows.append([r['model'], 'error: ' + r['error'][:80]] + [''] * (len(head) - 2)); continue
-        inf = r['infer']
-        memk = 'cuda_peak_mb' if cuda else 'rss_peak_mb'
-        tr = r.get('train') or {}
-        rows.append([r['model'], f"{r['size']}²", f"{r['params_m']:.1f}", f"{r['gflops_per_pair']:.1f}",
-                     _fmt(inf.get('1', {}).get('ms_per_pair'), '.1f')] +
-                    ([_fmt(inf.get(big, {}).get('ms_per_pair'), '.1f')] if big else []) +
-                    [f"{r['achieved_gflops']:.0f}", f"{100 * r['peak_fraction']:.0f}", f"{r['bound_ratio']:.2f}",
-                     _fmt(tr.get('pairs_per_s'), '.2f'), _fmt(inf.get('1', {}).get('memory', {}).get(memk)),
-                     _fmt((tr.get('memory') or {}).get(memk)),
-                     _fmt((r.get('load_avg_start') or [None])[0], '.1f')])
+            rows.append([r['model'], '', r.get('dtype') or '', 'error: ' + r['error'][:80]] + [''] * (len(head) - 4)); continue
+        inf, tr = r['infer'], r.get('train') or {}
+        ms1, base = inf.get(b0, {}).get('ms_per_pair'), fp32_ms.get(r['model'])
+        rows.append([r['model'], f"{r['size']}²", r['dtype'], f"{r['params_m']:.1f}", f"{r['gflops_per_pair']:.1f}"] +
+                    [_fmt(inf.get(b, {}).get('ms_per_pair'), '.1f') for b in bs] +
+                    [_fmt(base / ms1 if base and ms1 else None, '.2f'),
+                     f"{r['achieved_gflops']:.0f}", f"{100 * r['peak_fraction']:.0f}", f"{r['bound_ratio']:.2f}",
+                     _fmt(tr.get('pairs_per_s'), '.2f'), _fmt(inf.get(b0, {}).get('memory', {}).get(memk)),
+                     _fmt((tr.get('memory') or {}).get(memk)), _fmt((r.get('load_avg_start') or [None])[0], '.1f')])
     lines = [f"Machine: {m.get('gpu') or m['cpu']} · {m['threads']} torch threads · torch {m['torch']} · "
-             f"{c['dtype']} · batch sizes {', '.join(bs)} · {c['repeats']} repeats (median) after {c['warmup']} warm-up · "
+             f"dtypes {c['dtype'].replace(',', ', ')} · batch sizes {', '.join(bs)} · {c['repeats']} repeats (median) after {c['warmup']} warm-up · "
              f"train batch {c['train_batch']}" + (' · torch.compile' if c['compile'] else ''),
-             f"Matmul peak ({p['dtype']}, {p['n']}²): {p['gflops']:.0f} GFLOP/s (median {p['gflops_median']:.0f})", '',
+             'Matmul peaks (' + ', '.join(f"{d} {p['n']}²: {p['gflops']:.0f} GFLOP/s, median {p['gflops_median']:.0f}" for d, p in peaks.items()) +
+             "); each row's % peak and bound × are against the peak of its own dtype", '',
              '| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
     lines += ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]
     return '\n'.join(lines)
@@ -372,7 +384,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument('--model-args', type=json_object, default={}, help='JSON dict of config overrides for every model, e.g. \'{"freeze": true}\'')
     p.add_argument('--tiny', action='store_true', help="the '-tiny' variant of each model")
     p.add_argument('--device', default=d.device, help="'cpu' (default), 'cuda', or '' for cuda when available")
-    p.add_argument('--dtype', default=d.dtype, help="'float32' (default) or 'bfloat16' (autocast)")
+    p.add_argument('--dtype', default=d.dtype, help="compute dtype(s), comma-separated, each model runs in each: 'auto' (default: bfloat16 "
+                   "where the hardware has it, else float32), 'float32', 'bfloat16' (autocast); e.g. float32,bfloat16")
     p.add_argument('--batch-sizes', default=','.join(map(str, d.batch_sizes)), help='inference batch sizes, e.g. 1,32')
     p.add_argument('--repeats', type=int_at_least(1), default=d.repeats, help='timed runs (the median is reported)')
     p.add_argument('--warmup', type=int_at_least(0), default=d.warmup, help='untimed runs first')
@@ -401,6 +414,7 @@ def _main(a:dict):
     try: a['batch_sizes'] = [int(b) for b in str(a['batch_sizes']).split(',') if b.strip()]
     except ValueError: raise UsageError(f"--batch-sizes {a['batch_sizes']!r}: give comma-separated integers, e.g. 1,32") from None
     if not a['batch_sizes'] or min(a['batch_sizes']) < 1: raise UsageError(f"--batch-sizes {a['batch_sizes']}: give sizes of at least 1")
+    dtype_names(a['dtype'], a['device'] or 'cpu')   # a bad --dtype is refused before any work
     out = Path(a['out'])
     if out.is_dir(): raise UsageError(f'--out {out} is a folder: give the path of a JSON file, e.g. {out}/bench.json')
     writable_dir(out.parent if str(out.parent) else Path('.'), '--out')

@@ -4,16 +4,19 @@
 
 # %% ../nbs/20_profiling.ipynb #ab8f2830
 from __future__ import annotations
-import gc, statistics, sys, time
+import contextlib, gc, statistics, sys, time
 import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
+from .precision import autocast, dtype_name
+from .flow import flow_to_cells
 
 # %% auto #0
 __all__ = ['OWN', 'STAGE_ORDER', 'MOVE_OPS', 'rss_mb', 'peak_rss_mb', 'reset_peak_rss', 'PeakMemory', 'sync', 'time_fn',
            'summarize', 'matmul_peak', 'count_flops', 'stage_of', 'by_stage', 'child_times', 'op_profile',
-           'show_op_profile', 'random_pair', 'random_keypoints', 'autocast', 'make_train_step', 'plot_stages']
+           'show_op_profile', 'random_pair', 'random_keypoints', 'make_train_step', 'plot_stages', 'precision_gap',
+           'gap_table']
 
 # %% ../nbs/20_profiling.ipynb #fb179958
 def _status_kb(key:str) -> float|None:
@@ -120,11 +123,23 @@ def matmul_peak(device='cpu', # where to measure
 # %% ../nbs/20_profiling.ipynb #30e04415
 OWN = '(own code)'   # FLOPs / time spent in a model's own forward, outside its child modules
 
+@contextlib.contextmanager
+def _no_autocast_on_meta():
+    "Autocast on `meta` off and a no-op region: torch refuses `autocast('meta')` and `is_autocast_enabled('meta')`; there is no arithmetic to cast."
+    orig, orig_on = torch.autocast, torch.is_autocast_enabled
+    def autocast_(device_type, *args, **kwargs):
+        return contextlib.nullcontext() if device_type == 'meta' else orig(device_type, *args, **kwargs)
+    def enabled_(*args): return False if args and args[0] == 'meta' else orig_on(*args)
+    torch.autocast, torch.is_autocast_enabled = autocast_, enabled_
+    try: yield
+    finally: torch.autocast, torch.is_autocast_enabled = orig, orig_on
+
 def count_flops(model:nn.Module, # the model; on `meta` or a real device
                 inputs:tuple, # positional arguments of `model(...)`
                ) -> dict: # `dict(total=..., by_child={name: flops, OWN: rest})`
     "FLOPs of one `model(*inputs)` under `no_grad`, in total and per direct child module."
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    on_meta = any(isinstance(x, Tensor) and x.is_meta for x in inputs)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc, _no_autocast_on_meta() if on_meta else contextlib.nullcontext():
         model(*inputs)
     counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
     total = fc.get_total_flops()
@@ -254,14 +269,9 @@ def random_keypoints(batch:int, n_valid:int=20, n_max:int=40, device='cpu', seed
     src, trg = src.masked_fill(~valid[..., None], -2.), trg.masked_fill(~valid[..., None], -2.)
     return dict(src_kps=src.to(device), trg_kps=trg.to(device), kps_valid=valid.to(device))
 
-def autocast(device, dtype):
-    "bf16/fp16 autocast on `device`, or a no-op context for float32."
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
 def make_train_step(model:nn.Module, # a model following the interface (forward, loss)
                     batch:int, size, device='cpu',
-                    dtype=torch.float32, # autocast dtype (float32: none)
+                    dtype=torch.float32, # compute dtype: `precision.autocast` (float32: none)
                     lr:float=1e-6,
                    ):
     "A closure running one training step (forward, `model.loss`, backward, AdamW) on a fixed random batch."
@@ -293,3 +303,45 @@ def plot_stages(per_model:dict, # {model: {stage: value}}
         ax.barh(names, [per_model[n].get(stage, 0) * scale for n in names], left=left, color=colours[stage], label=stage)
     ax.set_xlabel(unit); ax.legend(fontsize=8, ncol=4, loc='lower right'); ax.figure.tight_layout()
     return ax
+
+# %% ../nbs/20_profiling.ipynb #3064d029
+def precision_gap(model:nn.Module, # a `Matcher` in eval mode: forward -> dict(flow=...), `transfer`
+                  size, # input side, or (H, W)
+                  dtype=torch.bfloat16, # the low precision set against float32
+                  n_kps:int=40, # random keypoints transferred
+                  repeats:int=3, # timed forwards per precision, interleaved, after one warm-up each
+                  device='cpu', seed:int=0,
+                 ) -> dict:
+    "The output difference (flow in cells of its grid, keypoints in pixels) and the speed of `dtype` autocast against float32."
+    H, W = (size, size) if isinstance(size, int) else size
+    src, trg = random_pair(1, (H, W), device, seed)
+    g = torch.Generator().manual_seed(seed)
+    kps = (torch.rand(1, n_kps, 2, generator=g) * 1.8 - 0.9).to(device)          # normalised, inside the image
+    def run(dt):
+        with torch.inference_mode(), autocast(device, dt):
+            out = model(src, trg)
+            return out['flow'].float(), model.transfer(out, kps).float()
+    dts = (torch.float32, dtype)
+    outs = {dt: run(dt) for dt in dts}                                            # also the warm-up
+    times = {dt: [] for dt in dts}
+    for _ in range(repeats):
+        for dt in dts: times[dt] += time_fn(lambda: run(dt), warmup=0, repeats=1, device=device)
+    (f32, k32), (flo, klo) = outs[torch.float32], outs[dtype]
+    d_flow = flow_to_cells(flo - f32).norm(dim=-3)                                # (1, h, w) cells
+    d_kps = ((klo - k32) * k32.new_tensor([W / 2, H / 2])).norm(dim=-1)           # (1, N) pixels
+    t32, tlo = statistics.median(times[torch.float32]), statistics.median(times[dtype])
+    return dict(dtype=dtype_name(dtype), size=(H, W), flow_grid=tuple(f32.shape[-2:]),
+                flow_max_cells=d_flow.max().item(), flow_mean_cells=d_flow.mean().item(),
+                kps_max_px=d_kps.max().item(), kps_mean_px=d_kps.mean().item(),
+                s_float32=t32, s_low=tlo, speedup=t32 / tlo, repeats=repeats)
+
+def gap_table(gaps:dict, # {model name: `precision_gap` result}
+             ) -> str:
+    "The `precision_gap` results as a Markdown table."
+    lines = ['| model | input | flow grid | Δflow max / mean (cells) | Δkeypoint max / mean (px) | float32 ms | low ms | speed-up |',
+             '|---|---|---|---|---|---|---|---|']
+    for n, g in gaps.items():
+        lines.append(f"| {n} | {g['size'][0]}×{g['size'][1]} | {g['flow_grid'][0]}×{g['flow_grid'][1]} | "
+                     f"{g['flow_max_cells']:.3f} / {g['flow_mean_cells']:.4f} | {g['kps_max_px']:.2f} / {g['kps_mean_px']:.3f} | "
+                     f"{1e3 * g['s_float32']:.0f} | {1e3 * g['s_low']:.0f} | {g['speedup']:.2f}× |")
+    return '\n'.join(lines).replace('low ms', f"{next(iter(gaps.values()))['dtype']} ms" if gaps else 'low ms')
