@@ -25,8 +25,8 @@ from .learn import make_optimizer, train_step, model_pck, show_matches, unwrap, 
 # %% auto #0
 __all__ = ['CHOICES', 'CHECKPOINT_FORMAT', 'RUN_FILES', 'TrainConfig', 'resolve_config', 'KeptPairs', 'validate', 'previous_path',
            'atomic_save', 'rng_state', 'set_rng_state', 'Dist', 'setup_distributed', 'cleanup_distributed',
-           'all_gather_objects', 'lr_factor', 'MetricsLog', 'val_score', 'prepare_run', 'TrainingInterrupted',
-           'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
+           'all_gather_objects', 'lr_factor', 'MetricsLog', 'val_score', 'cpu_threads', 'prepare_run',
+           'TrainingInterrupted', 'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
 
 # %% ../nbs/17_train.ipynb #7d8a436a
 @dataclass
@@ -287,6 +287,13 @@ def _checkpoint(model, opt, cfg, model_name, config, epoch, step_in_epoch, globa
 # %% ../nbs/17_train.ipynb #a30035b1
 RUN_FILES = ('config.json', 'metrics.csv', 'last.pth', 'best.pth', 'summary.json', 'test_pck.json')
 
+def cpu_threads(num_workers:int, # loader worker processes of this training process
+                world:int=1, # training processes on this machine
+                cpus:int|None=None, # cores (default `os.cpu_count()`)
+               ) -> int:
+    "Torch threads for one training process on the CPU: its share of the cores less its loader workers, at least 1."
+    return max(1, (cpus or os.cpu_count() or 1) // world - num_workers)
+
 def prepare_run(out, resume:bool=False) -> Path:
     "The run folder, proven writable; `UsageError` if it holds another run and `resume` is off."
     out = Path(out)
@@ -355,7 +362,9 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
     d = setup_distributed(cfg.device)
     out = Path(cfg.out)
     if d.main: prepare_run(out, cfg.resume)
-    stop = StopRequest()
+    stop, threads = StopRequest(), torch.get_num_threads()
+    if d.device.type == 'cpu' and cfg.num_workers and not os.environ.get('OMP_NUM_THREADS'):
+        torch.set_num_threads(cpu_threads(cfg.num_workers, d.world))      # leave the loader workers their cores
     try:
         seed_everything(cfg.seed + d.rank)
         if model is None:
@@ -463,7 +472,7 @@ def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=No
                     except Exception as e: print(f'(no picture: {type(e).__name__}: {e})')
         return summary
     finally:
-        stop.__exit__()
+        stop.__exit__(); torch.set_num_threads(threads)
         cleanup_distributed(d)
 
 # %% ../nbs/17_train.ipynb #44b168c5
