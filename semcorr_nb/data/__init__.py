@@ -74,7 +74,7 @@ def read_image(path:Path|str, # image file
     "Decode `path` fully into RGB uint8 (grayscale, 16-bit, palette, RGBA and CMYK are converted)."
     path = Path(path)
     if not path.exists():
-        raise DatasetNotFoundError(f'image not found: {path}' + (f'\n{hint}' if hint else ''))
+        raise DatasetNotFoundError(f'image not found: {path}' + (f'; {hint}' if hint else ''))
     try:
         with Image.open(path) as im:
             im.load()
