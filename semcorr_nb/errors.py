@@ -9,7 +9,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'UsageError', 'error_line', 'user_errors', 'Parser', 'int_at_least', 'number_in', 'json_object',
-           'writable_dir']
+           'writable_dir', 'check_device']
 
 # %% ../nbs/00a_errors.ipynb #5195ba61
 class UsageError(ValueError):
@@ -95,3 +95,16 @@ def writable_dir(path, # the folder a command will write into
     except OSError as e:
         raise UsageError(f'{arg} {path} cannot be written ({e.strerror or e}): give a folder you can write to') from None
     return path
+
+# %% ../nbs/00a_errors.ipynb #e9a9e5ba
+def check_device(device:str):
+    "Refuse a `--device` that does not exist here ('' is fine: the commands pick cuda when there is one, else cpu)."
+    if not device: return
+    import torch                                  # here, so that importing the errors module stays light
+    try: dev = torch.device(device)
+    except RuntimeError: raise UsageError(f"--device {device!r} is not a device: give 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise UsageError(f'--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); use --device cpu')
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f'--device {device}: this machine has {torch.cuda.device_count()} GPU(s)')
+    if dev.type not in ('cpu', 'cuda'): raise UsageError(f"--device {device}: give 'cpu' or 'cuda'")

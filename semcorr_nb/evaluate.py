@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
 import torch
-from .errors import UsageError, user_errors, writable_dir, Parser, json_object, int_at_least, number_in
+from .errors import check_device, UsageError, user_errors, writable_dir, Parser, json_object, int_at_least, number_in
 from .data import load_dataset, make_loader, pck_benchmark, dataset_class
 from .pck import get_protocol, pck_label
 from .models import model_spec, model_names, build_model, model_from_checkpoint, input_size, official_model
@@ -39,8 +39,7 @@ def _check_request(benchmark, protocol, out, device):
     except ValueError as e: raise UsageError(f'--benchmark {benchmark!r}: {e}') from None
     try: get_protocol(protocol)
     except (KeyError, ValueError) as e: raise UsageError(f'--protocol {protocol!r}: {e}') from None
-    if device and torch.device(device).type == 'cuda' and not torch.cuda.is_available():
-        raise UsageError(f'--device {device}: no CUDA GPU is visible here; use --device cpu')
+    check_device(device)
     if out is None: return None
     out = writable_dir(out, '--out')
     earlier = [f for f in RESULT_FILES if (out/f).exists()]

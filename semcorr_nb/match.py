@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .core import pixel_to_norm, norm_to_pixel, normalize_image, to_tensor_image
 from .models import model_from_checkpoint, input_size, official_model
 from .precision import DTYPE_CHOICES, resolve_dtype, dtype_name, autocast
-from .errors import UsageError, user_errors, writable_dir, Parser, int_at_least
+from .errors import check_device, UsageError, user_errors, writable_dir, Parser, int_at_least
 
 # %% auto #0
 __all__ = ['ImageError', 'read_image', 'parse_points', 'grid_points', 'check_points', 'prepare_image', 'match_images',
@@ -133,8 +133,7 @@ def main(argv=None):
     with user_errors(a.debug):
         out = writable_dir(a.out, '--out')
         if (out/'matches.json').exists(): print(f'note: {out} holds an earlier match (matches.json, matches.png); it is replaced')
-        if a.device and torch.device(a.device).type == 'cuda' and not torch.cuda.is_available():
-            raise UsageError(f'--device {a.device}: no CUDA GPU is visible here; use --device cpu')
+        check_device(a.device)
         dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         src, trg = read_image(a.source), read_image(a.target)
         if a.points: pts = parse_points(a.points)

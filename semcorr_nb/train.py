@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 from .core import seed_everything, show_progress
 from .pck import pck_label
-from .errors import UsageError, user_errors, writable_dir, Parser, json_object
+from .errors import UsageError, user_errors, writable_dir, Parser, json_object, check_device
 from .data import load_dataset, make_loader, pck_benchmark, dataset_class
 from .models import (DEFAULT_MODEL, ALIASES, model_spec, model_names, build_model, model_config,
                                load_checkpoint, check_compatible, CheckpointMismatch)
@@ -87,17 +87,6 @@ def resolve_config(args:dict) -> TrainConfig:
 # %% ../nbs/17_train.ipynb #64dc467a
 CHOICES = dict(optimizer=('adamw', 'adam'), scheduler=('constant', 'step', 'cosine'), dtype=DTYPE_CHOICES)
 
-def _check_device(device:str):
-    "A `--device` that exists here."
-    if not device: return
-    try: dev = torch.device(device)
-    except RuntimeError: raise UsageError(f"--device {device!r} is not a device: give 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise UsageError(f'--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False); use --device cpu')
-    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f'--device {device}: this machine has {torch.cuda.device_count()} GPU(s)')
-    if dev.type not in ('cpu', 'cuda'): raise UsageError(f"--device {device}: give 'cpu' or 'cuda'")
-
 def _dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark` at `cfg.img_size`, augmented and resampled when training."
     n = {'trn': cfg.train_pairs, 'val': cfg.val_pairs, 'test': cfg.test_pairs}[split]
@@ -143,7 +132,7 @@ def validate(cfg:TrainConfig) -> TrainConfig:
     try: dataset_class(cfg.benchmark)
     except ValueError as e: raise UsageError(f'--benchmark {cfg.benchmark!r}: {e}') from None
     for split in ('trn', 'val'): _dataset(cfg, split)      # a missing dataset, split or image folder is reported now, before the model is built
-    _check_device(cfg.device)
+    check_device(cfg.device)
     return cfg
 
 # %% ../nbs/17_train.ipynb #004ab67a
