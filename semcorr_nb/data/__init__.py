@@ -269,23 +269,6 @@ class SPairDataset(PairDataset):
                 raise ValueError(f'unknown SPair category in layout line {n!r}')
         return names
 
-    def annotation(self, i:int) -> dict:
-        "Pair `i` as stored: paths, keypoints (N, 2), boxes, category and the difficulty flags."
-        name = self.pairs[i]
-        path = self.root/'PairAnnotation'/self.split/f'{name}.json'
-        if not path.exists(): raise _missing_error(self.folder, self.key, self.root, [path])
-        try: a = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetNotFoundError(f'corrupt annotation {path}: {e}; {self.hint}') from e
-        cat = a['category']
-        return dict(pair_id=name, category=cat, category_id=SPAIR_CATEGORIES.index(cat),
-                    src_path=self.root/'JPEGImages'/cat/a['src_imname'], trg_path=self.root/'JPEGImages'/cat/a['trg_imname'],
-                    src_kps=np.asarray(a['src_kps'], np.float64).reshape(-1, 2),
-                    trg_kps=np.asarray(a['trg_kps'], np.float64).reshape(-1, 2),
-                    src_bbox=a['src_bndbox'], trg_bbox=a['trg_bndbox'],
-                    src_imsize=a.get('src_imsize'), trg_imsize=a.get('trg_imsize'),
-                    **{k: int(a[k]) for k in ('viewpoint_variation', 'scale_variation', 'truncation', 'occlusion')})
-
     def files(self, i:int) -> list[Path]:
         name = self.pairs[i]; ids, cat = name.rsplit(':', 1)
         _, src, trg = ids.split('-', 2)
@@ -295,6 +278,25 @@ class SPairDataset(PairDataset):
     def category_ids(self) -> list[int]:
         "Category index of every pair, from the layout names alone (no JSON parsing)."
         return [SPAIR_CATEGORIES.index(n.rsplit(':', 1)[-1]) for n in self.pairs]
+
+# %% ../../nbs/04_data.ipynb #7e94824c
+@patch
+def annotation(self:SPairDataset, i:int) -> dict:
+    "Pair `i` as stored: paths, keypoints (N, 2), boxes, category and the difficulty flags."
+    name = self.pairs[i]
+    path = self.root/'PairAnnotation'/self.split/f'{name}.json'
+    if not path.exists(): raise _missing_error(self.folder, self.key, self.root, [path])
+    try: a = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetNotFoundError(f'corrupt annotation {path}: {e}; {self.hint}') from e
+    cat = a['category']
+    return dict(pair_id=name, category=cat, category_id=SPAIR_CATEGORIES.index(cat),
+                src_path=self.root/'JPEGImages'/cat/a['src_imname'], trg_path=self.root/'JPEGImages'/cat/a['trg_imname'],
+                src_kps=np.asarray(a['src_kps'], np.float64).reshape(-1, 2),
+                trg_kps=np.asarray(a['trg_kps'], np.float64).reshape(-1, 2),
+                src_bbox=a['src_bndbox'], trg_bbox=a['trg_bndbox'],
+                src_imsize=a.get('src_imsize'), trg_imsize=a.get('trg_imsize'),
+                **{k: int(a[k]) for k in ('viewpoint_variation', 'scale_variation', 'truncation', 'occlusion')})
 
 # %% ../../nbs/04_data.ipynb #d7262799
 def _loadmat(path:Path) -> dict:
