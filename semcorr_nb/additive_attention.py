@@ -144,6 +144,7 @@ class FullAttention(_QKVAttention):
         self.temperature = float(temperature or math.sqrt(self.head_dim))
     def attend(self, q, k, v): return full_attention(q, k, v, scale=1 / self.temperature)
 
+# %% ../nbs/07_additive_attention.ipynb #fd78e9e0
 class LinearAttention(_QKVAttention):
     "Performer-style (FAVOR+) linear attention; the random projection is a buffer (saved, not trained)."
     def __init__(self, dim:int, heads:int=8, head_dim:int|None=None,

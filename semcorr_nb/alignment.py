@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['arf_gate', 'SourcePositionalEncoding', 'SelfAttention', 'CrossAttention', 'Mlp', 'AsymmetricBlock',
@@ -114,25 +115,27 @@ class AsymmetricBlock(nn.Module):
         c = arf_gate(c)
         return x + c + self.mlp(self.norm2(c))
 
-    def forward(self, s:Tensor, # (B, N_s, C) source tokens (prefix + h*w)
-                t:Tensor, # (B, N_t, C) target tokens
-                hw:tuple[int,int], # source token grid
-               ) -> tuple[Tensor, Tensor, Tensor]:
-        "Returns updated source, target and the head-summed source→target attention (B, N_s, N_t)."
-        if self.pe is not None: s = s + self.pe(hw).to(s.dtype)
-        a_s, a_t = self.self_attn(self.norm1(s)), self.self_attn(self.norm1(t))
-        s = s + a_s + self.mlp(self.norm2(a_s))
-        t = t + a_t + self.mlp(self.norm2(a_t))
-        ns, nt = self.norm1(s), self.norm1(t)
-        c_s, attn = self.cross_attn(ns, nt)                                    # (B, N_s, C), (B, N_s, N_t)
-        if self.tgt_cross:                                                     # symmetric control
-            c_t, _ = self.cross_attn(nt, ns)
-            t = self._gated(t, c_t)
-        if self.src_out: s = self._gated(s, c_s)
-        if self.reweight is not None:
-            heat = attn.detach().mean(1)[..., None]                              # (B, N_t, 1)
-            t = t * (1 + self.reweight * torch.sigmoid(heat))
-        return s, t, attn
+# %% ../nbs/11_asymmetric_alignment.ipynb #0096db43
+@patch
+def forward(self:AsymmetricBlock, s:Tensor, # (B, N_s, C) source tokens (prefix + h*w)
+            t:Tensor, # (B, N_t, C) target tokens
+            hw:tuple[int,int], # source token grid
+           ) -> tuple[Tensor, Tensor, Tensor]:
+    "Returns updated source, target and the head-summed source→target attention (B, N_s, N_t)."
+    if self.pe is not None: s = s + self.pe(hw).to(s.dtype)
+    a_s, a_t = self.self_attn(self.norm1(s)), self.self_attn(self.norm1(t))
+    s = s + a_s + self.mlp(self.norm2(a_s))
+    t = t + a_t + self.mlp(self.norm2(a_t))
+    ns, nt = self.norm1(s), self.norm1(t)
+    c_s, attn = self.cross_attn(ns, nt)                                    # (B, N_s, C), (B, N_s, N_t)
+    if self.tgt_cross:                                                     # symmetric control
+        c_t, _ = self.cross_attn(nt, ns)
+        t = self._gated(t, c_t)
+    if self.src_out: s = self._gated(s, c_s)
+    if self.reweight is not None:
+        heat = attn.detach().mean(1)[..., None]                              # (B, N_t, 1)
+        t = t * (1 + self.reweight * torch.sigmoid(heat))
+    return s, t, attn
 
 # %% ../nbs/11_asymmetric_alignment.ipynb #6b54b275
 def attention_to_correlation(attn:Tensor, # (B, P + HW_s, P + HW_t) head-summed attention

@@ -8,6 +8,7 @@ import argparse, math, re
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 import timm
+from fastcore.basics import patch
 from torch import Tensor
 
 # %% auto #0
@@ -49,6 +50,7 @@ def unwrap_state_dict(ckpt:dict, # a loaded checkpoint
         if isinstance(ckpt.get(k), dict): return ckpt[k]
     return ckpt
 
+# %% ../nbs/06_backbones.ipynb #306dbc34
 def _show(keys, n=8):
     keys = sorted(keys)
     return ', '.join(keys[:n]) + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
@@ -127,6 +129,34 @@ class Backbone(nn.Module):
         return super().train(mode and not self.frozen)
 
 # %% ../nbs/06_backbones.ipynb #6a48929e
+def _resnet_weights(net:nn.Module, # a timm ResNet
+                    checkpoint, # path of a timm/torchvision state dict, or the dict
+                   ) -> nn.Module:
+    "Load `checkpoint` into `net`: DataParallel's `module.` stripped, the classifier `fc.` ignored."
+    ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    sd = {k.removeprefix('module.'): v for k, v in unwrap_state_dict(ck).items()}
+    src = f'checkpoint {checkpoint}' if isinstance(checkpoint, (str, Path)) else 'state dict'
+    return load_weights(net, sd, source=src, ignore=('fc.',))
+
+def _cut_after(stages:list, # the four stages (`nn.Sequential` of blocks)
+               last:int, # the last block to keep, counted over all stages (1-based; 0 keeps none)
+              ) -> list:
+    "The stages with every block after block `last` removed."
+    keep, n = [], 0
+    for s in stages:
+        keep.append(s[:max(0, min(len(s), last - n))]); n += len(s)
+    return keep
+
+def _layer_shapes(net:nn.Module, # a timm ResNet, possibly cut
+                  depths:list, # the blocks per stage before the cut
+                 ) -> tuple[list, list]:
+    "Channels and stride of every layer id that is still in `net` (0 = stem)."
+    red = {f['module']: f['reduction'] for f in net.feature_info}
+    chans = [net.bn1.num_features] + [b.conv3.out_channels for s in (net.layer1, net.layer2, net.layer3, net.layer4) for b in s]
+    strides = [red['layer1']] + [red[f'layer{j + 1}'] for j, d in enumerate(depths) for _ in range(d)]
+    return chans, strides
+
+# %% ../nbs/06_backbones.ipynb #5267a31a
 class ResNetTaps(Backbone):
     "A timm bottleneck ResNet returning the feature maps of the chosen layer ids (0 = stem, k = k-th bottleneck)."
     def __init__(self,
@@ -144,12 +174,7 @@ class ResNetTaps(Backbone):
         kw = dict(channels=(8, 16, 32, 64)) if tiny else {}
         if tiny and pretrained: raise ValueError('tiny backbones have no pretrained weights (use checkpoint= for your own)')
         net = create_timm(arch, pretrained=pretrained, num_classes=0, **kw)
-        if checkpoint is not None:
-            ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-            sd = unwrap_state_dict(ck)
-            sd = {k.removeprefix('module.'): v for k, v in sd.items()}
-            src = f'checkpoint {checkpoint}' if isinstance(checkpoint, (str, Path)) else 'state dict'
-            load_weights(net, sd, source=src, ignore=('fc.',))
+        if checkpoint is not None: _resnet_weights(net, checkpoint)
         stages = [net.layer1, net.layer2, net.layer3, net.layer4]
         depths = [len(s) for s in stages]
         n_layers = 1 + sum(depths)
@@ -158,42 +183,35 @@ class ResNetTaps(Backbone):
             raise ValueError(f'layer ids must lie in 0..{n_layers - 1} for {arch} (0 = stem, then the '
                              f'{n_layers - 1} bottlenecks), got {list(layer_ids)}')
         self.arch, self.tap, self.depths, self.names = arch, tap, depths, layer_names(depths)
-        last = max(self.layer_ids)
-        # cut the network after the last block a tap needs
-        keep, n = [], 0
-        for s in stages:
-            keep.append(s[:max(0, min(len(s), last - n))]); n += len(s)
-        net.layer1, net.layer2, net.layer3, net.layer4 = keep
+        net.layer1, net.layer2, net.layer3, net.layer4 = keep = _cut_after(stages, max(self.layer_ids))
         net.global_pool, net.fc = nn.Identity(), nn.Identity()
         if tap == 'pre_relu':
             for s in keep:
                 for b in s: b.act3 = nn.Identity()
         self.channels_last = channels_last
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        # channels and strides of every layer id
-        red = {f['module']: f['reduction'] for f in net.feature_info}
-        all_ch = [net.bn1.num_features] + [b.conv3.out_channels for s in keep for b in s]
-        all_st = [red['layer1']] + [red[f'layer{j + 1}'] for j, d in enumerate(depths) for _ in range(d)]
-        self.channels = [all_ch[i] for i in self.layer_ids]
-        self.strides = [all_st[i] for i in self.layer_ids]
+        all_ch, all_st = _layer_shapes(net, depths)
+        self.channels, self.strides = [all_ch[i] for i in self.layer_ids], [all_st[i] for i in self.layer_ids]
         self._wanted = set(self.layer_ids)
         if freeze: self.set_frozen(True)
 
-    def forward(self, img:Tensor, # (B, 3, H, W) ImageNet-normalised images
-               ) -> list[Tensor]:
-        "The taps, in `layer_ids` order: a list of `(B, C_i, H_i, W_i)` maps."
-        n = self.net
-        if self.channels_last: img = img.contiguous(memory_format=torch.channels_last)
-        x = n.maxpool(n.act1(n.bn1(n.conv1(img))))  # (B, 64, H/4, W/4)
-        feats = {0: x}  # only the wanted maps are kept
-        k, pre = 0, self.tap == 'pre_relu'
-        for stage in (n.layer1, n.layer2, n.layer3, n.layer4):
-            for block in stage:
-                k += 1
-                x = block(x)  # (B, C_k, H_k, W_k): post-ReLU, or the residual sum if pre_relu
-                if k in self._wanted: feats[k] = x
-                if pre: x = F.relu(x)
-        return [feats[i] for i in self.layer_ids]
+# %% ../nbs/06_backbones.ipynb #97127ffb
+@patch
+def forward(self:ResNetTaps, img:Tensor, # (B, 3, H, W) ImageNet-normalised images
+           ) -> list[Tensor]:
+    "The taps, in `layer_ids` order: a list of `(B, C_i, H_i, W_i)` maps."
+    n = self.net
+    if self.channels_last: img = img.contiguous(memory_format=torch.channels_last)
+    x = n.maxpool(n.act1(n.bn1(n.conv1(img))))  # (B, 64, H/4, W/4)
+    feats = {0: x}  # only the wanted maps are kept
+    k, pre = 0, self.tap == 'pre_relu'
+    for stage in (n.layer1, n.layer2, n.layer3, n.layer4):
+        for block in stage:
+            k += 1
+            x = block(x)  # (B, C_k, H_k, W_k): post-ReLU, or the residual sum if pre_relu
+            if k in self._wanted: feats[k] = x
+            if pre: x = F.relu(x)
+    return [feats[i] for i in self.layer_ids]
 
 # %% ../nbs/06_backbones.ipynb #0817d368
 def interpolate_pos_embed(pos:Tensor, # (1, gh*gw, C) position embeddings of the patch grid (no prefix entries)
@@ -218,6 +236,36 @@ IBOT_VITB16 = 'vit_base_patch16_224'  # iBOT ViT-B/16: this architecture + `chec
 DINO_VITB16 = 'vit_base_patch16_224.dino'  # DINO ViT-B/16 through timm
 DINOV2_VITB14 = 'vit_base_patch14_dinov2.lvd142m'  # DINOv2 ViT-B/14 through timm
 
+def _tiny_vit(arch:str) -> nn.Module:
+    "A random 4-block ViT of width 64 with 2 heads, with the patch size of `arch` (16 if its name has none)."
+    m = re.search(r'patch(\d+)', arch)
+    patch = int(m.group(1)) if m else 16
+    return timm.models.VisionTransformer(img_size=224 // 16 * patch, patch_size=patch, embed_dim=64, depth=4,
+                                         num_heads=2, mlp_ratio=4.0, qkv_bias=True, num_classes=0)
+
+def _load_vit(vit:nn.Module, # the timm ViT to fill
+              checkpoint, # path of a weights file, or the loaded dict
+              fmt:str='auto', # 'auto', 'ibot' / 'dino' (official layout), or 'timm'
+             ) -> nn.Module:
+    "Load a checkpoint into `vit`, mapping the official layout and resizing a position table learned for another grid."
+    ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
+    if fmt == 'auto':
+        inner = ck.get('teacher', unwrap_state_dict(ck))
+        official = 'teacher' in ck or any(k.startswith(('backbone.', 'module.')) or '.gamma_' in k for k in inner)
+        fmt = 'ibot' if official else 'timm'
+    if fmt in ('ibot', 'dino'): sd = load_ibot_checkpoint(ck)
+    elif fmt == 'timm': sd = unwrap_state_dict(ck)
+    else: raise ValueError(f"checkpoint_format must be 'auto', 'ibot', 'dino' or 'timm', got {fmt!r}")
+    pe = sd.get('pos_embed')
+    if pe is not None and pe.shape != vit.pos_embed.shape and pe.shape[-1] == vit.pos_embed.shape[-1]:
+        pre = 0 if vit.no_embed_class else vit.num_prefix_tokens  # a table learned for another grid
+        n_old = int(math.isqrt(pe.shape[1] - pre))
+        patch = interpolate_pos_embed(pe[:, pre:], (n_old, n_old), tuple(vit.patch_embed.grid_size), 'timm')
+        sd = {**sd, 'pos_embed': torch.cat([pe[:, :pre].float(), patch], 1).to(pe.dtype)}
+    src = f'checkpoint {checkpoint}' if isinstance(checkpoint, (str, Path)) else 'state dict'
+    return load_weights(vit, sd, source=src)
+
+# %% ../nbs/06_backbones.ipynb #e0934ca5
 class ViTTokens(Backbone):
     "A timm ViT returning the patch tokens (as grids) and CLS tokens of chosen blocks, at any input size."
     def __init__(self,
@@ -232,15 +280,9 @@ class ViTTokens(Backbone):
                  pos_interp:str='dino', # position-table resizing: 'dino' or 'timm' (see `interpolate_pos_embed`)
                 ):
         super().__init__()
-        if tiny:
-            if pretrained: raise ValueError('tiny backbones have no pretrained weights (use checkpoint= for your own)')
-            m = re.search(r'patch(\d+)', arch)
-            patch = int(m.group(1)) if m else 16
-            vit = timm.models.VisionTransformer(img_size=224 // 16 * patch, patch_size=patch, embed_dim=64, depth=4,
-                                                num_heads=2, mlp_ratio=4.0, qkv_bias=True, num_classes=0)
-        else:
-            vit = create_timm(arch, pretrained=pretrained, num_classes=0)
-        if checkpoint is not None: self._load(vit, checkpoint, checkpoint_format)
+        if tiny and pretrained: raise ValueError('tiny backbones have no pretrained weights (use checkpoint= for your own)')
+        vit = _tiny_vit(arch) if tiny else create_timm(arch, pretrained=pretrained, num_classes=0)
+        if checkpoint is not None: _load_vit(vit, checkpoint, checkpoint_format)
         self.num_blocks = len(vit.blocks)
         if not len(blocks) or any(not -self.num_blocks <= b < self.num_blocks for b in blocks):
             raise ValueError(f'blocks must lie in -{self.num_blocks}..{self.num_blocks - 1}, got {tuple(blocks)}')
@@ -255,51 +297,34 @@ class ViTTokens(Backbone):
         self.num_prefix_tokens = vit.num_prefix_tokens
         if freeze: self.set_frozen(True)
 
-    @staticmethod
-    def _load(vit, checkpoint, fmt):
-        ck = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
-        if fmt == 'auto':
-            inner = ck.get('teacher', unwrap_state_dict(ck))
-            official = 'teacher' in ck or any(k.startswith(('backbone.', 'module.')) or '.gamma_' in k for k in inner)
-            fmt = 'ibot' if official else 'timm'
-        if fmt in ('ibot', 'dino'): sd = load_ibot_checkpoint(ck)
-        elif fmt == 'timm': sd = unwrap_state_dict(ck)
-        else: raise ValueError(f"checkpoint_format must be 'auto', 'ibot', 'dino' or 'timm', got {fmt!r}")
-        pe = sd.get('pos_embed')
-        if pe is not None and pe.shape != vit.pos_embed.shape and pe.shape[-1] == vit.pos_embed.shape[-1]:
-            pre = 0 if vit.no_embed_class else vit.num_prefix_tokens  # a table learned for another grid
-            n_old = int(math.isqrt(pe.shape[1] - pre))
-            patch = interpolate_pos_embed(pe[:, pre:], (n_old, n_old), tuple(vit.patch_embed.grid_size), 'timm')
-            sd = {**sd, 'pos_embed': torch.cat([pe[:, :pre].float(), patch], 1).to(pe.dtype)}
-        src = f'checkpoint {checkpoint}' if isinstance(checkpoint, (str, Path)) else 'state dict'
-        load_weights(vit, sd, source=src)
-
-    def forward(self, img:Tensor, # (B, 3, H, W) ImageNet-normalised; H and W multiples of the patch size
-               ) -> dict:
-        "`dict(tokens=[(B, C, h, w)] per chosen block, cls=[(B, C)] per chosen block, grid=(h, w))`."
-        B, _, H, W = img.shape
-        P = self.patch_size
-        if H % P or W % P: raise ValueError(f'ViTTokens: image size {H}x{W} is not a multiple of the patch size {P}')
-        v = self.vit
-        x = v.patch_embed.proj(img)  # (B, C, h, w)
-        h, w = x.shape[-2:]
-        x = v.patch_embed.norm(x.flatten(2).transpose(1, 2))  # (B, hw, C)
-        pos = v.pos_embed
-        pre = [t.to(x.dtype).expand(B, -1, -1) for t in (v.cls_token, v.reg_token) if t is not None]
-        n_pos_prefix = 0 if v.no_embed_class else self.num_prefix_tokens
-        patch_pos = interpolate_pos_embed(pos[:, n_pos_prefix:], self.pos_grid, (h, w), self.pos_interp).to(x.dtype)
-        x = x + patch_pos
-        if n_pos_prefix: pre = [t + pos[:, i:i + 1].to(x.dtype) for i, t in enumerate(pre)]
-        x = torch.cat(pre + [x], 1)  # (B, n_prefix + hw, C)
-        x = v.norm_pre(v.patch_drop(v.pos_drop(x)))
-        tokens, cls = {}, {}
-        for i, block in enumerate(v.blocks):
-            x = block(x)
-            if i in self.blocks:
-                y = v.norm(x)
-                tokens[i] = y[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
-                cls[i] = y[:, 0]  # (B, C)
-        return dict(tokens=[tokens[i] for i in self.blocks], cls=[cls[i] for i in self.blocks], grid=(h, w))
+# %% ../nbs/06_backbones.ipynb #e98d532b
+@patch
+def forward(self:ViTTokens, img:Tensor, # (B, 3, H, W) ImageNet-normalised; H and W multiples of the patch size
+           ) -> dict:
+    "`dict(tokens=[(B, C, h, w)] per chosen block, cls=[(B, C)] per chosen block, grid=(h, w))`."
+    B, _, H, W = img.shape
+    P = self.patch_size
+    if H % P or W % P: raise ValueError(f'ViTTokens: image size {H}x{W} is not a multiple of the patch size {P}')
+    v = self.vit
+    x = v.patch_embed.proj(img)  # (B, C, h, w)
+    h, w = x.shape[-2:]
+    x = v.patch_embed.norm(x.flatten(2).transpose(1, 2))  # (B, hw, C)
+    pos = v.pos_embed
+    pre = [t.to(x.dtype).expand(B, -1, -1) for t in (v.cls_token, v.reg_token) if t is not None]
+    n_pos_prefix = 0 if v.no_embed_class else self.num_prefix_tokens
+    patch_pos = interpolate_pos_embed(pos[:, n_pos_prefix:], self.pos_grid, (h, w), self.pos_interp).to(x.dtype)
+    x = x + patch_pos
+    if n_pos_prefix: pre = [t + pos[:, i:i + 1].to(x.dtype) for i, t in enumerate(pre)]
+    x = torch.cat(pre + [x], 1)  # (B, n_prefix + hw, C)
+    x = v.norm_pre(v.patch_drop(v.pos_drop(x)))
+    tokens, cls = {}, {}
+    for i, block in enumerate(v.blocks):
+        x = block(x)
+        if i in self.blocks:
+            y = v.norm(x)
+            tokens[i] = y[:, self.num_prefix_tokens:].transpose(1, 2).reshape(B, -1, h, w)  # (B, C, h, w)
+            cls[i] = y[:, 0]  # (B, C)
+    return dict(tokens=[tokens[i] for i in self.blocks], cls=[cls[i] for i in self.blocks], grid=(h, w))
 
 # %% ../nbs/06_backbones.ipynb #7c5a3aa8
 def load_ibot_checkpoint(src, # path of an iBOT / DINO checkpoint, or the loaded dict

@@ -48,6 +48,7 @@ def cell_positions(h:int, w:int, # the grid
     if (xs.numel(), ys.numel()) != (w, h): raise ValueError(f'grid coordinates of sizes ({xs.numel()}, {ys.numel()}) do not fit a {h}x{w} grid')
     return torch.stack([xs.expand(h, w), ys[:, None].expand(h, w)], -1)
 
+# %% ../nbs/02_flow.ipynb #0b62ee17
 def soft_argmax(corr:Tensor, # (..., HW_s, HW_t) correlation, rows = source cells
                 hw_t=None, # target grid (h_t, w_t); None for a square grid
                 beta:float=0.02, # softmax temperature

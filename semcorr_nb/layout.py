@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 from .alignment import SourcePositionalEncoding
 
 # %% auto #0
@@ -124,31 +125,35 @@ class JointTower(nn.Module):
         x = torch.cat([s[:, :1], t[:, :1], s[:, 1:] + self.seg_src.to(s.dtype), t[:, 1:] + self.seg_trg.to(t.dtype)], 1)
         return self.drop(x)
 
-    def bias(self, i:int, hw:tuple[int,int]) -> Tensor|None:
-        "Block `i`'s attention bias over the joint sequence (1, heads, 2 + 2hw, 2 + 2hw); zero on CLS rows/columns."
-        if self.biases is None: return None
-        table = self.biases[i].table
-        if torch.is_grad_enabled() and table.requires_grad: return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
-        # a model built under `torch.inference_mode` has inference tensors: no version counter to key a cache on
-        if table.is_inference(): return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
-        # no gradient wanted (inference): reuse the gathered bias until the table changes (version counter)
-        key = (tuple(hw), table.device, table.dtype, table.data_ptr(), table._version)
-        hit = self._bias_cache.get(i)
-        if hit is None or hit[0] != key:
-            with torch.inference_mode(False), torch.no_grad():
-                hit = self._bias_cache[i] = (key, F.pad(self.biases[i](hw), (2, 0, 2, 0))[None])
-        return hit[1]
+# %% ../nbs/14_layout_aware.ipynb #89706fca
+@patch
+def bias(self:JointTower, i:int, hw:tuple[int,int]) -> Tensor|None:
+    "Block `i`'s attention bias over the joint sequence (1, heads, 2 + 2hw, 2 + 2hw); zero on CLS rows/columns."
+    if self.biases is None: return None
+    table = self.biases[i].table
+    if torch.is_grad_enabled() and table.requires_grad: return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
+    # a model built under `torch.inference_mode` has inference tensors: no version counter to key a cache on
+    if table.is_inference(): return F.pad(self.biases[i](hw), (2, 0, 2, 0))[None]
+    # no gradient wanted (inference): reuse the gathered bias until the table changes (version counter)
+    key = (tuple(hw), table.device, table.dtype, table.data_ptr(), table._version)
+    hit = self._bias_cache.get(i)
+    if hit is None or hit[0] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            hit = self._bias_cache[i] = (key, F.pad(self.biases[i](hw), (2, 0, 2, 0))[None])
+    return hit[1]
 
-    def forward(self, src:Tensor, # (B, 1 + h*w, C) source tokens, CLS first
-                trg:Tensor, # (B, 1 + h*w, C) target tokens, CLS first
-                hw:tuple[int,int], # token grid of each image
-               ) -> tuple[Tensor, Tensor]:
-        "Encoded source and target tokens, each (B, 1 + h*w, C), CLS first."
-        n = hw[0] * hw[1]
-        x = self.embed(src, trg, hw)
-        for i, blk in enumerate(self.blocks): x = blk(x, self.bias(i, hw))
-        x = self.norm(x)
-        return torch.cat([x[:, :1], x[:, 2:2 + n]], 1), torch.cat([x[:, 1:2], x[:, 2 + n:]], 1)
+# %% ../nbs/14_layout_aware.ipynb #5ca00df7
+@patch
+def forward(self:JointTower, src:Tensor, # (B, 1 + h*w, C) source tokens, CLS first
+            trg:Tensor, # (B, 1 + h*w, C) target tokens, CLS first
+            hw:tuple[int,int], # token grid of each image
+           ) -> tuple[Tensor, Tensor]:
+    "Encoded source and target tokens, each (B, 1 + h*w, C), CLS first."
+    n = hw[0] * hw[1]
+    x = self.embed(src, trg, hw)
+    for i, blk in enumerate(self.blocks): x = blk(x, self.bias(i, hw))
+    x = self.norm(x)
+    return torch.cat([x[:, :1], x[:, 2:2 + n]], 1), torch.cat([x[:, 1:2], x[:, 2 + n:]], 1)
 
 # %% ../nbs/14_layout_aware.ipynb #3607df49
 def foreground_score(src_patches:Tensor, # (B, N, C) source patch tokens

@@ -117,30 +117,34 @@ class PCKProtocol:
         "The record the model must be run on under this protocol (swapped if the peer transfers target → source)."
         return reverse_pair(batch) if self.reverse else batch
 
-    def threshold(self, batch:dict, kind:str) -> Tensor:
-        "(B,) T in this protocol's frame."
-        hw, box, kps = batch[f'{self.box_from}_hw'], batch.get(f'{self.box_from}_bbox'), batch[f'{self.kps_from}_kps']
-        if self.size is not None:
-            S = (self.size, self.size)
-            if box is not None: box = scale_keypoints(box.float().view(-1, 2, 2), hw, S).view(-1, 4)
-            kps = scale_keypoints(kps.float(), batch[f'{self.kps_from}_hw'], S)
-            hw = torch.full_like(hw, self.size)
-        return pck_threshold(kind, bbox=box, hw=hw, kps=kps, valid=batch['kps_valid'], pad_value=self.pad_value)
+# %% ../nbs/03_pck.ipynb #a66c0e65
+@patch
+def threshold(self:PCKProtocol, batch:dict, kind:str) -> Tensor:
+    "(B,) T in this protocol's frame."
+    hw, box, kps = batch[f'{self.box_from}_hw'], batch.get(f'{self.box_from}_bbox'), batch[f'{self.kps_from}_kps']
+    if self.size is not None:
+        S = (self.size, self.size)
+        if box is not None: box = scale_keypoints(box.float().view(-1, 2, 2), hw, S).view(-1, 4)
+        kps = scale_keypoints(kps.float(), batch[f'{self.kps_from}_hw'], S)
+        hw = torch.full_like(hw, self.size)
+    return pck_threshold(kind, bbox=box, hw=hw, kps=kps, valid=batch['kps_valid'], pad_value=self.pad_value)
 
-    def __call__(self, pred:Tensor,             # (B, N, 2) predictions in the target's original pixels (oriented record)
-                 batch:dict,                    # the (oriented) record: trg_kps, kps_valid, *_hw, *_bbox
-                 alphas=DEFAULT_ALPHAS,         # one or several α
-                 benchmark:str='spair', thres:str|None=None,
-                ) -> Tensor:                    # (A, B, N) bool correctness per α
-        "Per-keypoint correctness of `pred` under this protocol, for each α."
-        dev = pred.device
-        gt, hw, valid = batch['trg_kps'].to(dev), batch['trg_hw'].to(dev), batch['kps_valid'].to(dev)
-        if self.size is not None:                                                 # into the peer's S × S frame
-            S = (self.size, self.size)
-            pred, gt = scale_keypoints(pred.float(), hw, S), scale_keypoints(gt.float(), hw, S)
-        T = self.threshold(batch, self.kind(benchmark, thres))                   # (B,) on the batch's device
-        alphas = (alphas,) if isinstance(alphas, (int, float)) else tuple(alphas)
-        return torch.stack([keypoint_correct(pred, gt, valid, T, a) for a in alphas])
+# %% ../nbs/03_pck.ipynb #fe2a8891
+@patch
+def __call__(self:PCKProtocol, pred:Tensor,  # (B, N, 2) predictions in the target's original pixels (oriented record)
+             batch:dict,                     # the (oriented) record: trg_kps, kps_valid, *_hw, *_bbox
+             alphas=DEFAULT_ALPHAS,          # one or several α
+             benchmark:str='spair', thres:str|None=None,
+            ) -> Tensor:                     # (A, B, N) bool correctness per α
+    "Per-keypoint correctness of `pred` under this protocol, for each α."
+    dev = pred.device
+    gt, hw, valid = batch['trg_kps'].to(dev), batch['trg_hw'].to(dev), batch['kps_valid'].to(dev)
+    if self.size is not None:                                                 # into the peer's S × S frame
+        S = (self.size, self.size)
+        pred, gt = scale_keypoints(pred.float(), hw, S), scale_keypoints(gt.float(), hw, S)
+    T = self.threshold(batch, self.kind(benchmark, thres))                   # (B,) on the batch's device
+    alphas = (alphas,) if isinstance(alphas, (int, float)) else tuple(alphas)
+    return torch.stack([keypoint_correct(pred, gt, valid, T, a) for a in alphas])
 
 # %% ../nbs/03_pck.ipynb #63e8d58c
 _PEER_WILLOW = {'spair': 'bbox', 'pfpascal': 'img', 'pfwillow': 'bbox-kp-padded'}
@@ -197,35 +201,40 @@ class PCKMeter:
         "The record to run the model on (see `PCKProtocol.orient`)."
         return self.protocol.orient(batch)
 
-    def add(self, correct:Tensor,                  # (A, B, N) bool, one row per α
-            valid:Tensor,                          # (B, N) bool
-            category=None, pair_id=None,           # B names each, optional
-            flags:dict|None=None):                 # {flag name: (B,) ints}, −1 where absent
-        "Record precomputed correctness."
-        assert correct.shape[0] == len(self.alphas), f'correct has {correct.shape[0]} α rows, meter has {len(self.alphas)}'
-        valid = valid.bool()
-        n = valid.sum(-1).cpu().tolist()                                  # (B,)
-        hits = (correct.bool() & valid).sum(-1).cpu().T.tolist()          # (B, A)
-        B = len(n)
-        cats, ids = _tolist(category, B), _tolist(pair_id, B)
-        fl = {f: _tolist(v, B) for f, v in (flags or {}).items()}
-        for b in range(B):
-            self.pairs.append(dict(pair_id=ids[b], category=cats[b], n=n[b], hits=hits[b],
-                                   flags={f: int(v[b]) for f, v in fl.items()}))
+# %% ../nbs/03_pck.ipynb #20b24d78
+@patch
+def add(self:PCKMeter, correct:Tensor,  # (A, B, N) bool, one row per α
+        valid:Tensor,                   # (B, N) bool
+        category=None, pair_id=None,    # B names each, optional
+        flags:dict|None=None):          # {flag name: (B,) ints}, −1 where absent
+    "Record precomputed correctness."
+    assert correct.shape[0] == len(self.alphas), f'correct has {correct.shape[0]} α rows, meter has {len(self.alphas)}'
+    valid = valid.bool()
+    n = valid.sum(-1).cpu().tolist()                                  # (B,)
+    hits = (correct.bool() & valid).sum(-1).cpu().T.tolist()          # (B, A)
+    B = len(n)
+    cats, ids = _tolist(category, B), _tolist(pair_id, B)
+    fl = {f: _tolist(v, B) for f, v in (flags or {}).items()}
+    for b in range(B):
+        self.pairs.append(dict(pair_id=ids[b], category=cats[b], n=n[b], hits=hits[b],
+                               flags={f: int(v[b]) for f, v in fl.items()}))
 
-    def update(self, pred:Tensor,                  # (B, N, 2) predictions in the (oriented) target's original pixels
-               batch:dict) -> Tensor:              # (A, B) per-pair PCK of this batch, percent
-        "Score a batch under the meter's protocol and record it."
-        correct = self.protocol(pred, batch, self.alphas, self.benchmark, self.kind)
-        self.add(correct, batch['kps_valid'], batch.get('category'), batch.get('pair_id'),
-                 {f: batch[f] for f in DIFFICULTY_LEVELS if f in batch})
-        return pck_per_pair(correct, batch['kps_valid'].to(correct.device))
+# %% ../nbs/03_pck.ipynb #4c1a1089
+@patch
+def update(self:PCKMeter, pred:Tensor,  # (B, N, 2) predictions in the (oriented) target's original pixels
+           batch:dict) -> Tensor:       # (A, B) per-pair PCK of this batch, percent
+    "Score a batch under the meter's protocol and record it."
+    correct = self.protocol(pred, batch, self.alphas, self.benchmark, self.kind)
+    self.add(correct, batch['kps_valid'], batch.get('category'), batch.get('pair_id'),
+             {f: batch[f] for f in DIFFICULTY_LEVELS if f in batch})
+    return pck_per_pair(correct, batch['kps_valid'].to(correct.device))
 
-    def merge(self, other:'PCKMeter') -> 'PCKMeter':
-        "Add another meter's pairs (e.g. gathered from other ranks); protocols must match."
-        assert (other.alphas, other.protocol.name, other.kind) == (self.alphas, self.protocol.name, self.kind), 'meters differ'
-        self.pairs += other.pairs
-        return self
+@patch
+def merge(self:PCKMeter, other:'PCKMeter') -> 'PCKMeter':
+    "Add another meter's pairs (e.g. gathered from other ranks); protocols must match."
+    assert (other.alphas, other.protocol.name, other.kind) == (self.alphas, self.protocol.name, self.kind), 'meters differ'
+    self.pairs += other.pairs
+    return self
 
 # %% ../nbs/03_pck.ipynb #324ba32d
 @patch
@@ -290,6 +299,10 @@ def table(self:PCKMeter) -> str:
     return '\n'.join(lines)
 
 @patch
+def __repr__(self:PCKMeter) -> str: return self.table()
+
+# %% ../nbs/03_pck.ipynb #30e4add8
+@patch
 def results(self:PCKMeter) -> dict:
     "Everything as plain dicts: summary, per category, per difficulty, and the protocol."
     p = self.protocol
@@ -304,6 +317,7 @@ def to_json(self:PCKMeter, path=None) -> str:
     if path is not None: Path(path).write_text(text)
     return text
 
+# %% ../nbs/03_pck.ipynb #a147c265
 @patch
 def to_csv(self:PCKMeter, path=None, what:str='groups') -> str:
     "CSV with one row per group ('groups') or per pair ('pairs'); written to `path` if given."
@@ -321,9 +335,6 @@ def to_csv(self:PCKMeter, path=None, what:str='groups') -> str:
     else: raise ValueError(f"what={what!r}: use 'groups' or 'pairs'")
     if path is not None: Path(path).write_text(f.getvalue())
     return f.getvalue()
-
-@patch
-def __repr__(self:PCKMeter) -> str: return self.table()
 
 # %% ../nbs/03_pck.ipynb #9c79e5be
 def show_pck(pred:Tensor,               # (N, 2) predictions in the target's original pixels (one pair)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import torch
 from torch import nn, Tensor
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['POS_EMBEDDINGS', 'rotate_pairs', 'rope_frequencies', 'rope_1d', 'plane_layout', 'rope_4d_positions',
@@ -159,6 +160,7 @@ def sinusoidal_4d(pos:Tensor, # (N, A) positions
     emb = torch.cat([ang.sin(), ang.cos()], -1).flatten(1)              # (N, A * per_axis)
     return torch.nn.functional.pad(emb, (0, dim - emb.shape[1]))
 
+# %% ../nbs/08_rope.ipynb #10173677
 POS_EMBEDDINGS = ('rope4d', 'rope1d-official', 'absolute', 'learned', 'none')
 
 class PositionalEncoding(nn.Module):
@@ -186,24 +188,26 @@ class PositionalEncoding(nn.Module):
             self._cache[key] = make()
         return self._cache[key]
 
-    def forward(self,
-                x:Tensor, # (B, N, D) match tokens, N = h_s*w_s*h_t*w_t in row-major order
-                grid:tuple, # (h_s, w_s, h_t, w_t)
-               )->tuple: # (x (B, N, D), rope callable or None)
-        grid = tuple(int(g) for g in grid)
-        if x.shape[1] != math.prod(grid): raise ValueError(f'{x.shape[1]} tokens do not match grid {grid}')
-        if self.kind == 'rope4d': return x, self.rope.rotary(grid, x.device)
-        if self.kind == 'rope1d-official':
-            return x, self._cached(('r1', grid, str(x.device)), lambda: Rotary(rope1d_official_angles(x.shape[1], self.head_dim, self.max_freq, x.device)))
-        if self.kind == 'absolute':
-            emb = self._cached(('abs', grid, str(x.device)), lambda: sinusoidal_4d(rope_4d_positions(*grid, device=x.device), self.dim, self.base))
-            return x + emb.to(x.dtype), None
-        if self.kind == 'learned':
-            if max(grid) > self.tables.shape[1]: raise ValueError(f'grid {grid} exceeds max_side {self.tables.shape[1]}')
-            idx = rope_4d_positions(*grid, device=x.device).long()              # (N, 4)
-            emb = sum(self.tables[a, idx[:, a]] for a in range(4))              # (N, D)
-            return x + emb.to(x.dtype), None
-        return x, None
+# %% ../nbs/08_rope.ipynb #fb6034c5
+@patch
+def forward(self:PositionalEncoding,
+            x:Tensor, # (B, N, D) match tokens, N = h_s*w_s*h_t*w_t in row-major order
+            grid:tuple, # (h_s, w_s, h_t, w_t)
+           )->tuple: # (x (B, N, D), rope callable or None)
+    grid = tuple(int(g) for g in grid)
+    if x.shape[1] != math.prod(grid): raise ValueError(f'{x.shape[1]} tokens do not match grid {grid}')
+    if self.kind == 'rope4d': return x, self.rope.rotary(grid, x.device)
+    if self.kind == 'rope1d-official':
+        return x, self._cached(('r1', grid, str(x.device)), lambda: Rotary(rope1d_official_angles(x.shape[1], self.head_dim, self.max_freq, x.device)))
+    if self.kind == 'absolute':
+        emb = self._cached(('abs', grid, str(x.device)), lambda: sinusoidal_4d(rope_4d_positions(*grid, device=x.device), self.dim, self.base))
+        return x + emb.to(x.dtype), None
+    if self.kind == 'learned':
+        if max(grid) > self.tables.shape[1]: raise ValueError(f'grid {grid} exceeds max_side {self.tables.shape[1]}')
+        idx = rope_4d_positions(*grid, device=x.device).long()              # (N, 4)
+        emb = sum(self.tables[a, idx[:, a]] for a in range(4))              # (N, D)
+        return x + emb.to(x.dtype), None
+    return x, None
 
 def make_positional_encoding(kind:str, # 'rope4d', 'rope1d-official', 'absolute', 'learned' or 'none'
                              dim:int, heads:int=8, head_dim:int|None=None,

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
@@ -135,9 +136,18 @@ def to_model_input(img:np.ndarray, # (H, W, 3) uint8
     return ((x - mean) / std)[0]
 
 # %% ../../nbs/04_data.ipynb #b12fe3aa
+def _flip_x(kps:np.ndarray, w:int) -> np.ndarray:
+    "Mirror x in the continuous pixel frame: x -> W - x (pixel i -> W-1-i exactly)."
+    out = kps.copy(); out[:, 0] = w - out[:, 0]; return out
+
+def _flip_box(box:np.ndarray, w:int) -> np.ndarray:
+    return np.array([w - box[2], box[1], w - box[0], box[3]], dtype=np.float64)
+
+# %% ../../nbs/04_data.ipynb #52a7f493
 class PairDataset(Dataset):
     "Base reader: one record per annotated image pair (see the table above)."
     key, folder, categories, splits = '', '', (), ()
+    pck_as = None                       # the benchmark whose PCK threshold rule its pairs follow (None: its own `key`)
 
     def __init__(self,
                  datapath:Path|str|None=None, # folder holding the benchmark folder; default `default_datapath()`
@@ -159,14 +169,6 @@ class PairDataset(Dataset):
         if missing: raise _missing_error(self.folder, self.key, self.root, missing)
         self.pairs = self._index()
 
-    pck_as = None                       # the benchmark whose PCK threshold rule its pairs follow (None: its own `key`)
-
-    @classmethod
-    def open(cls, datapath=None, split:str='test', n_pairs:int=0, resample:bool=False, **kwargs):
-        "The reader of `split`, cut to its first `n_pairs` (0: all). A benchmark on disk cannot `resample` (draw new pairs)."
-        ds = cls(datapath, split, **kwargs)
-        return Subset(ds, range(n_pairs)) if 0 < n_pairs < len(ds) else ds
-
     # --- what a subclass provides
     def _check(self) -> list: raise NotImplementedError
     def _index(self) -> list: raise NotImplementedError
@@ -175,73 +177,80 @@ class PairDataset(Dataset):
         "The files pair `i` needs (cheap: no annotation parsing where the index names them)."
         raise NotImplementedError
 
-    # --- shared behaviour
     def __len__(self): return len(self.pairs)
-    def set_epoch(self, epoch:int):
-        "Change the augmentation draw (the loader helpers call this each epoch)."
-        self.epoch = int(epoch)
-    @property
-    def hint(self) -> str:
-        return f're-download with: {download_command(self.key, self.datapath)}'
-
-    def load_images(self, i:int) -> tuple[np.ndarray, np.ndarray]:
-        "The pair's images as uint8 (H, W, 3), mirrored if the row says `flip` (no augmentation)."
-        ann = self.annotation(i)
-        src, trg = read_image(ann['src_path'], self.hint), read_image(ann['trg_path'], self.hint)
-        if ann.get('flip', False): src, trg = src[:, ::-1].copy(), trg[:, ::-1].copy()
-        return src, trg
-
-    def sample(self, i:int) -> dict:
-        "Images, keypoints (valid in both images) and boxes in original pixels, before augmentation."
-        ann = self.annotation(i)
-        src, trg = self.load_images(i)
-        for side, img in (('src', src), ('trg', trg)):   # SPair records [W, H, C]; a resized copy would misplace keypoints
-            size = ann.get(f'{side}_imsize')
-            if size is not None and (img.shape[1], img.shape[0]) != tuple(size[:2]):
-                raise ImageReadError(f'{ann[f"{side}_path"]} is {img.shape[1]}x{img.shape[0]} (WxH) but its annotation '
-                                     f'says {size[0]}x{size[1]}: the image was changed; {self.hint}')
-        sk, tk = np.asarray(ann['src_kps'], np.float64).reshape(-1, 2), np.asarray(ann['trg_kps'], np.float64).reshape(-1, 2)
-        sb, tb = np.asarray(ann['src_bbox'], np.float64), np.asarray(ann['trg_bbox'], np.float64)
-        if ann.get('flip', False):
-            sk, tk = _flip_x(sk, src.shape[1]), _flip_x(tk, trg.shape[1])
-            sb, tb = _flip_box(sb, src.shape[1]), _flip_box(tb, trg.shape[1])
-        valid = valid_keypoints(sk, src.shape[:2]) & valid_keypoints(tk, trg.shape[:2])
-        return dict(ann, src_img=src, trg_img=trg, src_kps=sk[valid], trg_kps=tk[valid],
-                    kps_valid=np.ones(int(valid.sum()), bool), src_bbox=sb, trg_bbox=tb)
-
-    def __getitem__(self, i:int) -> dict:
-        s = self.sample(i)
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
-            s = self.augment(s, rng)
-        src, trg = s['src_img'], s['trg_img']
-        valid = (np.asarray(s['kps_valid'], bool) & valid_keypoints(s['src_kps'], src.shape[:2])
-                 & valid_keypoints(s['trg_kps'], trg.shape[:2]))
-        sk, m = pack_keypoints(s['src_kps'], valid, self.max_kps, self.pad_value, s['pair_id'])
-        tk, _ = pack_keypoints(s['trg_kps'], valid, self.max_kps, self.pad_value, s['pair_id'])
-        rec = dict(src_img=to_model_input(src, self.img_size), trg_img=to_model_input(trg, self.img_size),
-                   src_kps=sk, trg_kps=tk, kps_valid=m, n_kps=int(m.sum()),
-                   src_bbox=torch.as_tensor(s['src_bbox'], dtype=torch.float32),
-                   trg_bbox=torch.as_tensor(s['trg_bbox'], dtype=torch.float32),
-                   src_hw=torch.tensor(src.shape[:2], dtype=torch.long),
-                   trg_hw=torch.tensor(trg.shape[:2], dtype=torch.long),
-                   category=s['category'], category_id=int(s['category_id']),
-                   viewpoint_variation=int(s.get('viewpoint_variation', NO_FLAG)),
-                   scale_variation=int(s.get('scale_variation', NO_FLAG)),
-                   truncation=int(s.get('truncation', NO_FLAG)), occlusion=int(s.get('occlusion', NO_FLAG)),
-                   pair_id=s['pair_id'], src_imname=Path(s['src_path']).name, trg_imname=Path(s['trg_path']).name)
-        if self.return_images: rec.update(src_image=src, trg_image=trg)
-        return rec
-
     def __repr__(self):
         return f'{type(self).__name__}({self.root}, split={self.split!r}, {len(self)} pairs, img_size={self.img_size})'
 
-def _flip_x(kps:np.ndarray, w:int) -> np.ndarray:
-    "Mirror x in the continuous pixel frame: x -> W - x (pixel i -> W-1-i exactly)."
-    out = kps.copy(); out[:, 0] = w - out[:, 0]; return out
+# %% ../../nbs/04_data.ipynb #90419a7a
+@patch(cls_method=True)
+def open(cls:PairDataset, datapath=None, split:str='test', n_pairs:int=0, resample:bool=False, **kwargs):
+    "The reader of `split`, cut to its first `n_pairs` (0: all). A benchmark on disk cannot `resample` (draw new pairs)."
+    ds = cls(datapath, split, **kwargs)
+    return Subset(ds, range(n_pairs)) if 0 < n_pairs < len(ds) else ds
 
-def _flip_box(box:np.ndarray, w:int) -> np.ndarray:
-    return np.array([w - box[2], box[1], w - box[0], box[3]], dtype=np.float64)
+@patch
+def set_epoch(self:PairDataset, epoch:int):
+    "Change the augmentation draw (the loader helpers call this each epoch)."
+    self.epoch = int(epoch)
+
+@patch(as_prop=True)
+def hint(self:PairDataset) -> str:
+    return f're-download with: {download_command(self.key, self.datapath)}'
+
+# %% ../../nbs/04_data.ipynb #b440605c
+@patch
+def load_images(self:PairDataset, i:int) -> tuple[np.ndarray, np.ndarray]:
+    "The pair's images as uint8 (H, W, 3), mirrored if the row says `flip` (no augmentation)."
+    ann = self.annotation(i)
+    src, trg = read_image(ann['src_path'], self.hint), read_image(ann['trg_path'], self.hint)
+    if ann.get('flip', False): src, trg = src[:, ::-1].copy(), trg[:, ::-1].copy()
+    return src, trg
+
+# %% ../../nbs/04_data.ipynb #7a12549d
+@patch
+def sample(self:PairDataset, i:int) -> dict:
+    "Images, keypoints (valid in both images) and boxes in original pixels, before augmentation."
+    ann = self.annotation(i)
+    src, trg = self.load_images(i)
+    for side, img in (('src', src), ('trg', trg)):   # SPair records [W, H, C]; a resized copy would misplace keypoints
+        size = ann.get(f'{side}_imsize')
+        if size is not None and (img.shape[1], img.shape[0]) != tuple(size[:2]):
+            raise ImageReadError(f'{ann[f"{side}_path"]} is {img.shape[1]}x{img.shape[0]} (WxH) but its annotation '
+                                 f'says {size[0]}x{size[1]}: the image was changed; {self.hint}')
+    sk, tk = np.asarray(ann['src_kps'], np.float64).reshape(-1, 2), np.asarray(ann['trg_kps'], np.float64).reshape(-1, 2)
+    sb, tb = np.asarray(ann['src_bbox'], np.float64), np.asarray(ann['trg_bbox'], np.float64)
+    if ann.get('flip', False):
+        sk, tk = _flip_x(sk, src.shape[1]), _flip_x(tk, trg.shape[1])
+        sb, tb = _flip_box(sb, src.shape[1]), _flip_box(tb, trg.shape[1])
+    valid = valid_keypoints(sk, src.shape[:2]) & valid_keypoints(tk, trg.shape[:2])
+    return dict(ann, src_img=src, trg_img=trg, src_kps=sk[valid], trg_kps=tk[valid],
+                kps_valid=np.ones(int(valid.sum()), bool), src_bbox=sb, trg_bbox=tb)
+
+# %% ../../nbs/04_data.ipynb #14c80758
+@patch
+def __getitem__(self:PairDataset, i:int) -> dict:
+    s = self.sample(i)
+    if self.augment is not None:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        s = self.augment(s, rng)
+    src, trg = s['src_img'], s['trg_img']
+    valid = (np.asarray(s['kps_valid'], bool) & valid_keypoints(s['src_kps'], src.shape[:2])
+             & valid_keypoints(s['trg_kps'], trg.shape[:2]))
+    sk, m = pack_keypoints(s['src_kps'], valid, self.max_kps, self.pad_value, s['pair_id'])
+    tk, _ = pack_keypoints(s['trg_kps'], valid, self.max_kps, self.pad_value, s['pair_id'])
+    rec = dict(src_img=to_model_input(src, self.img_size), trg_img=to_model_input(trg, self.img_size),
+               src_kps=sk, trg_kps=tk, kps_valid=m, n_kps=int(m.sum()),
+               src_bbox=torch.as_tensor(s['src_bbox'], dtype=torch.float32),
+               trg_bbox=torch.as_tensor(s['trg_bbox'], dtype=torch.float32),
+               src_hw=torch.tensor(src.shape[:2], dtype=torch.long),
+               trg_hw=torch.tensor(trg.shape[:2], dtype=torch.long),
+               category=s['category'], category_id=int(s['category_id']),
+               viewpoint_variation=int(s.get('viewpoint_variation', NO_FLAG)),
+               scale_variation=int(s.get('scale_variation', NO_FLAG)),
+               truncation=int(s.get('truncation', NO_FLAG)), occlusion=int(s.get('occlusion', NO_FLAG)),
+               pair_id=s['pair_id'], src_imname=Path(s['src_path']).name, trg_imname=Path(s['trg_path']).name)
+    if self.return_images: rec.update(src_image=src, trg_image=trg)
+    return rec
 
 # %% ../../nbs/04_data.ipynb #15586e5c
 class SPairDataset(PairDataset):
@@ -260,23 +269,6 @@ class SPairDataset(PairDataset):
                 raise ValueError(f'unknown SPair category in layout line {n!r}')
         return names
 
-    def annotation(self, i:int) -> dict:
-        "Pair `i` as stored: paths, keypoints (N, 2), boxes, category and the difficulty flags."
-        name = self.pairs[i]
-        path = self.root/'PairAnnotation'/self.split/f'{name}.json'
-        if not path.exists(): raise _missing_error(self.folder, self.key, self.root, [path])
-        try: a = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetNotFoundError(f'corrupt annotation {path}: {e}; {self.hint}') from e
-        cat = a['category']
-        return dict(pair_id=name, category=cat, category_id=SPAIR_CATEGORIES.index(cat),
-                    src_path=self.root/'JPEGImages'/cat/a['src_imname'], trg_path=self.root/'JPEGImages'/cat/a['trg_imname'],
-                    src_kps=np.asarray(a['src_kps'], np.float64).reshape(-1, 2),
-                    trg_kps=np.asarray(a['trg_kps'], np.float64).reshape(-1, 2),
-                    src_bbox=a['src_bndbox'], trg_bbox=a['trg_bndbox'],
-                    src_imsize=a.get('src_imsize'), trg_imsize=a.get('trg_imsize'),
-                    **{k: int(a[k]) for k in ('viewpoint_variation', 'scale_variation', 'truncation', 'occlusion')})
-
     def files(self, i:int) -> list[Path]:
         name = self.pairs[i]; ids, cat = name.rsplit(':', 1)
         _, src, trg = ids.split('-', 2)
@@ -286,6 +278,25 @@ class SPairDataset(PairDataset):
     def category_ids(self) -> list[int]:
         "Category index of every pair, from the layout names alone (no JSON parsing)."
         return [SPAIR_CATEGORIES.index(n.rsplit(':', 1)[-1]) for n in self.pairs]
+
+# %% ../../nbs/04_data.ipynb #7e94824c
+@patch
+def annotation(self:SPairDataset, i:int) -> dict:
+    "Pair `i` as stored: paths, keypoints (N, 2), boxes, category and the difficulty flags."
+    name = self.pairs[i]
+    path = self.root/'PairAnnotation'/self.split/f'{name}.json'
+    if not path.exists(): raise _missing_error(self.folder, self.key, self.root, [path])
+    try: a = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetNotFoundError(f'corrupt annotation {path}: {e}; {self.hint}') from e
+    cat = a['category']
+    return dict(pair_id=name, category=cat, category_id=SPAIR_CATEGORIES.index(cat),
+                src_path=self.root/'JPEGImages'/cat/a['src_imname'], trg_path=self.root/'JPEGImages'/cat/a['trg_imname'],
+                src_kps=np.asarray(a['src_kps'], np.float64).reshape(-1, 2),
+                trg_kps=np.asarray(a['trg_kps'], np.float64).reshape(-1, 2),
+                src_bbox=a['src_bndbox'], trg_bbox=a['trg_bndbox'],
+                src_imsize=a.get('src_imsize'), trg_imsize=a.get('trg_imsize'),
+                **{k: int(a[k]) for k in ('viewpoint_variation', 'scale_variation', 'truncation', 'occlusion')})
 
 # %% ../../nbs/04_data.ipynb #d7262799
 def _loadmat(path:Path) -> dict:
@@ -319,25 +330,27 @@ class PFPascalDataset(PairDataset):
         return ([self.root/'JPEGImages'/n for n in names]
                 + [self.root/'Annotations'/cat/f'{Path(n).stem}.mat' for n in names])
 
-    def annotation(self, i:int) -> dict:
-        "Pair `i`: paths, keypoint slots (NaN rows kept here), `.mat` boxes, flip flag."
-        row = self.pairs[i]
-        cat = PFPASCAL_CATEGORIES[int(row['class']) - 1]
-        src, trg = Path(row['source_image'].strip()).name, Path(row['target_image'].strip()).name
-        mats = [self.root/'Annotations'/cat/f'{Path(n).stem}.mat' for n in (src, trg)]
-        gone = [m for m in mats if not m.exists()]
-        if gone: raise _missing_error(self.folder, self.key, self.root, gone)
-        a, b = _loadmat(mats[0]), _loadmat(mats[1])
-        sk, tk = np.asarray(a['kps'], np.float64).reshape(-1, 2), np.asarray(b['kps'], np.float64).reshape(-1, 2)
-        if len(sk) != len(tk):
-            raise ValueError(f'{mats[0]} has {len(sk)} keypoint slots but {mats[1]} has {len(tk)}')
-        flip = bool(int(row.get('flip') or 0))
-        return dict(pair_id=f'{i:06d}-{Path(src).stem}-{Path(trg).stem}:{cat}' + ('-flip' if flip else ''),
-                    category=cat, category_id=PFPASCAL_CATEGORIES.index(cat),
-                    src_path=self.root/'JPEGImages'/src, trg_path=self.root/'JPEGImages'/trg,
-                    src_kps=sk, trg_kps=tk, flip=flip,
-                    src_bbox=np.asarray(a['bbox'], np.float64).reshape(-1)[:4],
-                    trg_bbox=np.asarray(b['bbox'], np.float64).reshape(-1)[:4])
+# %% ../../nbs/04_data.ipynb #104727e7
+@patch
+def annotation(self:PFPascalDataset, i:int) -> dict:
+    "Pair `i`: paths, keypoint slots (NaN rows kept here), `.mat` boxes, flip flag."
+    row = self.pairs[i]
+    cat = PFPASCAL_CATEGORIES[int(row['class']) - 1]
+    src, trg = Path(row['source_image'].strip()).name, Path(row['target_image'].strip()).name
+    mats = [self.root/'Annotations'/cat/f'{Path(n).stem}.mat' for n in (src, trg)]
+    gone = [m for m in mats if not m.exists()]
+    if gone: raise _missing_error(self.folder, self.key, self.root, gone)
+    a, b = _loadmat(mats[0]), _loadmat(mats[1])
+    sk, tk = np.asarray(a['kps'], np.float64).reshape(-1, 2), np.asarray(b['kps'], np.float64).reshape(-1, 2)
+    if len(sk) != len(tk):
+        raise ValueError(f'{mats[0]} has {len(sk)} keypoint slots but {mats[1]} has {len(tk)}')
+    flip = bool(int(row.get('flip') or 0))
+    return dict(pair_id=f'{i:06d}-{Path(src).stem}-{Path(trg).stem}:{cat}' + ('-flip' if flip else ''),
+                category=cat, category_id=PFPASCAL_CATEGORIES.index(cat),
+                src_path=self.root/'JPEGImages'/src, trg_path=self.root/'JPEGImages'/trg,
+                src_kps=sk, trg_kps=tk, flip=flip,
+                src_bbox=np.asarray(a['bbox'], np.float64).reshape(-1)[:4],
+                trg_bbox=np.asarray(b['bbox'], np.float64).reshape(-1)[:4])
 
 # %% ../../nbs/04_data.ipynb #d4a168a2
 class PFWillowDataset(PairDataset):
@@ -392,6 +405,7 @@ def dataset_class(name:str) -> type:
     if key not in DATASETS: raise ValueError(f'unknown benchmark {name!r}; choose from {sorted(c.key for c in DATASETS.values())}')
     return DATASETS[key]
 
+# %% ../../nbs/04_data.ipynb #06a0dcbf
 def load_dataset(name:str, # 'spair' | 'pfpascal' | 'pfwillow' | 'synthetic' | 'synthetic-easy' | 'pairs:PATH'
                  split:str='test', # split name of that benchmark
                  datapath:Path|str|None=None, # default `default_datapath()`
@@ -428,6 +442,7 @@ def collate(records:Sequence[dict]) -> dict:
         else: out[k] = list(vals)
     return out
 
+# %% ../../nbs/04_data.ipynb #5bf135e7
 class EpochBatches(Sampler):
     """Batches of indices for one epoch, a pure function of `(seed, epoch)`: shuffled (or not), split across
     `world` ranks, and starting after the first `skip` batches — which are skipped without being loaded."""
@@ -452,6 +467,7 @@ class EpochBatches(Sampler):
     def __iter__(self): return iter(self._batches())
     def __len__(self): return len(self._batches())
 
+# %% ../../nbs/04_data.ipynb #cf6fce60
 class SeededPairs(Dataset):
     """`ds[i]` with Python's, numpy's and torch's global generators seeded from `(seed, epoch, i)` first, so random
     augmentation of a pair does not depend on which worker loads it or on what was loaded before."""
@@ -471,6 +487,7 @@ def _base(ds):
     while isinstance(ds, (Subset, SeededPairs)): ds = ds.dataset if isinstance(ds, Subset) else ds.ds
     return ds
 
+# %% ../../nbs/04_data.ipynb #31bd886f
 def make_loader(dataset:Dataset, # any map-style dataset of records
                 batch_size:int=8,
                 shuffle:bool=False,

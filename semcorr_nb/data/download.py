@@ -73,14 +73,33 @@ def manual_steps(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
     return '\n'.join(lines)
 
 # %% ../../nbs/04b_download.ipynb #c7a54e04
+def _stream(resp, # an open HTTP response (`.status`, `.headers`, `.read`)
+            part:Path, # the `.part` file, holding `have` bytes
+            have:int, url:str, expected_size:int|None=None, progress:bool=True) -> int|None: # the total expected
+    "Write `resp`'s body into `part`: appended on a `206` answer to a range request, from the start otherwise."
+    from tqdm.auto import tqdm
+    from semcorr_nb.core import show_progress
+    length = resp.headers.get('Content-Length')
+    if have and resp.status == 206: mode, start = 'ab', have
+    else: mode, start = 'wb', 0
+    total = start + int(length) if length is not None else expected_size
+    try:
+        with open(part, mode) as f, tqdm(total=total, initial=start, unit='B', unit_scale=True, unit_divisor=1024,
+                                         desc=part.name[:-5], disable=not (progress and show_progress()), leave=False) as bar:
+            while chunk := resp.read(1 << 20):
+                f.write(chunk); bar.update(len(chunk))
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f'{url}: connection lost after {part.stat().st_size} bytes ({e}); '
+                            f'run the same command again to resume') from e
+    return total
+
+# %% ../../nbs/04b_download.ipynb #74d0ac62
 def fetch(url:str, # http(s) URL
           path:Path, # final file; `<path>.part` while downloading
           timeout:float=60, # seconds without data before giving up
           progress:bool=True, # tqdm bar on stderr
           expected_size:int|None=None) -> Path:
     "Download `url` to `path`, resuming a `.part` left by an interrupted run."
-    from tqdm.auto import tqdm
-    from semcorr_nb.core import show_progress
     path = Path(path); part = path.with_name(path.name + '.part')
     path.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
@@ -95,19 +114,7 @@ def fetch(url:str, # http(s) URL
         raise DownloadError(f'{url}: HTTP {e.code} {e.reason}') from e
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise DownloadError(f'{url}: {getattr(e, "reason", e)}') from e
-    with resp:
-        length = resp.headers.get('Content-Length')
-        if have and resp.status == 206: mode, start = 'ab', have
-        else: mode, start = 'wb', 0
-        total = start + int(length) if length is not None else expected_size
-        try:
-            with open(part, mode) as f, tqdm(total=total, initial=start, unit='B', unit_scale=True, unit_divisor=1024,
-                                             desc=path.name, disable=not (progress and show_progress()), leave=False) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk); bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as e:
-            raise DownloadError(f'{url}: connection lost after {part.stat().st_size} bytes ({e}); '
-                                f'run the same command again to resume') from e
+    with resp: total = _stream(resp, part, have, url, expected_size, progress)
     got = part.stat().st_size
     if total is not None and got != total:
         raise DownloadError(f'{url}: got {got} of {total} bytes; run the same command again to resume')
@@ -142,6 +149,7 @@ def _archive_names(path:Path) -> list[str]:
     raise IntegrityError(f'{path} is not a tar/zip archive (it starts with {head[:40]!r}); '
                          f'a web page saved instead of the archive?')
 
+# %% ../../nbs/04b_download.ipynb #c2fb5245
 def check_file(path:Path, # the downloaded file
                remote:Remote) -> None:
     "Raise `IntegrityError` unless `path` has the known size/checksum and, for an archive, reads fully with one top folder."
@@ -198,6 +206,32 @@ def _move_over(src:Path, dst:Path):
             if q.is_dir(): shutil.rmtree(q)
             os.replace(p, q)
 
+# %% ../../nbs/04b_download.ipynb #82f938c8
+def _remotes(key:str, mirror:str|None=None, overrides:dict|None=None) -> list[Remote]:
+    "`SOURCES[key]` with the size/checksum to check: the official ones, none from a mirror, then `overrides`."
+    out = []
+    for r in SOURCES[key]:  # a mirror may repack: the official size/checksum belong to the official URL
+        known = {} if mirror else {'size': r.size, 'sha256': r.sha256}
+        out.append(Remote(**{**r.__dict__, 'size': None, 'sha256': None, **known, **(overrides or {}).get(r.filename, {})}))
+    return out
+
+def _install(got:list, # (Remote, downloaded path) pairs, all checked
+             datapath:Path, key:str):
+    "Extract the archives through a staging folder and move their top folder into place; copy the plain files."
+    for r, path in got:
+        if is_archive(r):
+            stage = datapath/f'.extract-{key}'
+            shutil.rmtree(stage, ignore_errors=True)
+            try:
+                safe_extract(path, stage)
+                _move_over(stage/r.top, datapath/r.dest)
+            finally: shutil.rmtree(stage, ignore_errors=True)
+    for r, path in got:
+        if not is_archive(r):
+            target = datapath/r.dest; target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+# %% ../../nbs/04b_download.ipynb #6d630788
 def download(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
              datapath:Path|str|None=None, # default `data.default_datapath()`
              mirror:str|None=None, # base URL replacing the official hosts (default `$SEMCORR_DOWNLOAD_MIRROR`)
@@ -216,12 +250,8 @@ def download(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
     if not force and folder.exists() and all(r['ok'] for r in verify(key, datapath, quiet=True)):
         print(f'{folder} already holds the complete {folder_name(key)}; nothing to do.'); return folder
     datapath.mkdir(parents=True, exist_ok=True)
-    remotes = []
-    for r in SOURCES[key]:  # a mirror may repack: the official size/checksum belong to the official URL
-        known = {} if mirror else {'size': r.size, 'sha256': r.sha256}
-        remotes.append(Remote(**{**r.__dict__, 'size': None, 'sha256': None, **known, **(overrides or {}).get(r.filename, {})}))
     got = []
-    for r in remotes:   # fetch and check everything before extracting anything
+    for r in _remotes(key, mirror, overrides):   # fetch and check everything before extracting anything
         path = datapath/r.filename
         if not path.exists():
             try: fetch(source_url(r, mirror), path, timeout=timeout, progress=progress, expected_size=r.size)
@@ -229,18 +259,7 @@ def download(key:str, # 'spair' | 'pfpascal' | 'pfwillow'
                 raise DownloadError(f'Could not download {folder_name(key)}: {e}\n{manual_steps(key, datapath)}') from e
         else: print(f'using {path} (already here)')
         check_file(path, r); got.append((r, path))
-    for r, path in got:
-        if is_archive(r):
-            stage = datapath/f'.extract-{key}'
-            shutil.rmtree(stage, ignore_errors=True)
-            try:
-                safe_extract(path, stage)
-                _move_over(stage/r.top, datapath/r.dest)
-            finally: shutil.rmtree(stage, ignore_errors=True)
-    for r, path in got:
-        if not is_archive(r):
-            target = datapath/r.dest; target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+    _install(got, datapath, key)
     (folder/MARKER).write_text(json.dumps({'files': [r.filename for r, _ in got], 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}))
     if not keep_archives:
         for _, path in got: path.unlink(missing_ok=True)
