@@ -341,7 +341,9 @@ def run_benchmark(cfg:BenchConfig, # the run's settings (resolved here)
 def _fmt(x, spec='.0f', none='–'):
     return none if x is None else format(x, spec)
 
-def format_table(report:dict) -> str:
+def format_table(report:dict,
+                 times:bool=True, # False: leave out this machine's times and rates (ms, GFLOP/s, pairs/s, load), keep the ratios
+                ) -> str:
     "The results as a Markdown table, one row per model and dtype, with the machine and both peaks above it."
     m, peaks, c = report['machine'], report['matmul_peaks'], report['config']
     bs = [str(b) for b in c['batch_sizes']]
@@ -365,11 +367,15 @@ def format_table(report:dict) -> str:
                      f"{r['achieved_gflops']:.0f}", f"{100 * r['peak_fraction']:.0f}", f"{r['bound_ratio']:.2f}",
                      _fmt(tr.get('pairs_per_s'), '.2f'), _fmt(inf.get(b0, {}).get('memory', {}).get(memk)),
                      _fmt((tr.get('memory') or {}).get(memk)), _fmt((r.get('load_avg_start') or [None])[0], '.1f')])
+    keep = [i for i, h in enumerate(head) if times or not (h.startswith('ms/') or h in ('GFLOP/s', 'train pairs/s', 'load'))]
+    head, rows = [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    peak_line = ('Matmul peaks (' + ', '.join(f"{d} {p['n']}²: {p['gflops']:.0f} GFLOP/s, median {p['gflops_median']:.0f}" for d, p in peaks.items()) +
+                 "); each row's % peak and bound × are against the peak of its own dtype") if times else \
+                "Each row's % peak and bound × are against the matmul peak of its own dtype, measured in the same run"
     lines = [f"Machine: {m.get('gpu') or m['cpu']} · {m['threads']} torch threads · torch {m['torch']} · "
              f"dtypes {c['dtype'].replace(',', ', ')} · batch sizes {', '.join(bs)} · {c['repeats']} repeats (median) after {c['warmup']} warm-up · "
              f"train batch {c['train_batch']}" + (' · torch.compile' if c['compile'] else ''),
-             'Matmul peaks (' + ', '.join(f"{d} {p['n']}²: {p['gflops']:.0f} GFLOP/s, median {p['gflops_median']:.0f}" for d, p in peaks.items()) +
-             "); each row's % peak and bound × are against the peak of its own dtype", '',
+             peak_line, '',
              '| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
     lines += ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]
     return '\n'.join(lines)
