@@ -78,6 +78,7 @@ def _join_batch(parts:list, like_batched):
         return type(first)(items) if not hasattr(first, '_fields') else type(first)(*items)
     return first
 
+# %% ../nbs/21_benchmark.ipynb #a4ed58c9
 class FeatureCache:
     "Memoise a frozen module's `forward(img)` per image (keyed by a hash of its bytes); `remove()` restores it."
     def __init__(self, module:nn.Module, # a frozen module whose forward takes a (B, ...) image batch first
@@ -118,6 +119,7 @@ class FeatureCache:
         self.module.__dict__.pop('forward', None)
         self.store.clear()
 
+# %% ../nbs/21_benchmark.ipynb #ee3f3d3b
 def cache_frozen_backbones(model:nn.Module, # a model; every frozen child module with parameters gets a cache
                            max_items:int=100_000,
                           ) -> list[FeatureCache]:
