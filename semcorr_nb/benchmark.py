@@ -289,9 +289,10 @@ def _child(name:str, cfg_dict:dict, threads:int, module:str='') -> dict:
 def bench_isolated(name:str, cfg:BenchConfig) -> dict:
     "`bench_model` in a fresh `spawn`ed child process with this process's thread count."
     import multiprocessing as mp
+    from semcorr_nb import benchmark   # the package's `_child`: a spawned child cannot import one defined in a notebook (Run All)
     ctx = mp.get_context('spawn')
     with ctx.Pool(1) as pool:
-        return pool.apply(_child, (name, asdict(cfg), torch.get_num_threads(), model_spec(name).module))
+        return pool.apply(benchmark._child, (name, asdict(cfg), torch.get_num_threads(), model_spec(name).module))
 
 def machine_info(device='cpu') -> dict:
     "What the numbers were measured on."
