@@ -78,6 +78,7 @@ def _join_batch(parts:list, like_batched):
         return type(first)(items) if not hasattr(first, '_fields') else type(first)(*items)
     return first
 
+# %% ../nbs/21_benchmark.ipynb #a4ed58c9
 class FeatureCache:
     "Memoise a frozen module's `forward(img)` per image (keyed by a hash of its bytes); `remove()` restores it."
     def __init__(self, module:nn.Module, # a frozen module whose forward takes a (B, ...) image batch first
@@ -118,6 +119,7 @@ class FeatureCache:
         self.module.__dict__.pop('forward', None)
         self.store.clear()
 
+# %% ../nbs/21_benchmark.ipynb #ee3f3d3b
 def cache_frozen_backbones(model:nn.Module, # a model; every frozen child module with parameters gets a cache
                            max_items:int=100_000,
                           ) -> list[FeatureCache]:
@@ -287,9 +289,10 @@ def _child(name:str, cfg_dict:dict, threads:int, module:str='') -> dict:
 def bench_isolated(name:str, cfg:BenchConfig) -> dict:
     "`bench_model` in a fresh `spawn`ed child process with this process's thread count."
     import multiprocessing as mp
+    from semcorr_nb import benchmark   # the package's `_child`: a spawned child cannot import one defined in a notebook (Run All)
     ctx = mp.get_context('spawn')
     with ctx.Pool(1) as pool:
-        return pool.apply(_child, (name, asdict(cfg), torch.get_num_threads(), model_spec(name).module))
+        return pool.apply(benchmark._child, (name, asdict(cfg), torch.get_num_threads(), model_spec(name).module))
 
 def machine_info(device='cpu') -> dict:
     "What the numbers were measured on."
@@ -341,7 +344,9 @@ def run_benchmark(cfg:BenchConfig, # the run's settings (resolved here)
 def _fmt(x, spec='.0f', none='–'):
     return none if x is None else format(x, spec)
 
-def format_table(report:dict) -> str:
+def format_table(report:dict,
+                 times:bool=True, # False: leave out this machine's times and rates (ms, GFLOP/s, pairs/s, load), keep the ratios
+                ) -> str:
     "The results as a Markdown table, one row per model and dtype, with the machine and both peaks above it."
     m, peaks, c = report['machine'], report['matmul_peaks'], report['config']
     bs = [str(b) for b in c['batch_sizes']]
@@ -365,11 +370,15 @@ def format_table(report:dict) -> str:
                      f"{r['achieved_gflops']:.0f}", f"{100 * r['peak_fraction']:.0f}", f"{r['bound_ratio']:.2f}",
                      _fmt(tr.get('pairs_per_s'), '.2f'), _fmt(inf.get(b0, {}).get('memory', {}).get(memk)),
                      _fmt((tr.get('memory') or {}).get(memk)), _fmt((r.get('load_avg_start') or [None])[0], '.1f')])
+    keep = [i for i, h in enumerate(head) if times or not (h.startswith('ms/') or h in ('GFLOP/s', 'train pairs/s', 'load'))]
+    head, rows = [head[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    peak_line = ('Matmul peaks (' + ', '.join(f"{d} {p['n']}²: {p['gflops']:.0f} GFLOP/s, median {p['gflops_median']:.0f}" for d, p in peaks.items()) +
+                 "); each row's % peak and bound × are against the peak of its own dtype") if times else \
+                "Each row's % peak and bound × are against the matmul peak of its own dtype, measured in the same run"
     lines = [f"Machine: {m.get('gpu') or m['cpu']} · {m['threads']} torch threads · torch {m['torch']} · "
              f"dtypes {c['dtype'].replace(',', ', ')} · batch sizes {', '.join(bs)} · {c['repeats']} repeats (median) after {c['warmup']} warm-up · "
              f"train batch {c['train_batch']}" + (' · torch.compile' if c['compile'] else ''),
-             'Matmul peaks (' + ', '.join(f"{d} {p['n']}²: {p['gflops']:.0f} GFLOP/s, median {p['gflops_median']:.0f}" for d, p in peaks.items()) +
-             "); each row's % peak and bound × are against the peak of its own dtype", '',
+             peak_line, '',
              '| ' + ' | '.join(head) + ' |', '|' + '|'.join('---' for _ in head) + '|']
     lines += ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]
     return '\n'.join(lines)

@@ -164,6 +164,7 @@ def _random_loss(model:nn.Module, img_size:int=64, batch:int=1) -> Tensor:
     b = dict(src_kps=kps, trg_kps=kps.flip(1), kps_valid=torch.ones(batch, 4, dtype=torch.bool, device=dev))
     return model.loss(model(src, trg), b)[0]
 
+# %% ../nbs/06e_learn.ipynb #59c07add
 def parameter_counts(model:nn.Module, # the model to count
                      loss_fn=None, # loss_fn(model) -> scalar; default: the model's loss on a random 64 px pair
                      groups:dict|None=None, # more parts to count: name -> module
@@ -189,6 +190,7 @@ def parameter_counts(model:nn.Module, # the model to count
         for p, f in flags.items(): p.requires_grad_(f)
         model.train(training)
 
+# %% ../nbs/06e_learn.ipynb #4737c890
 def format_parameter_table(rows:dict, # name -> (counts from `parameter_counts`, paper head, paper total)
                           ) -> str: # a text table, millions
     "Parameter table in millions: registered / gradient-receiving, next to the paper's numbers."

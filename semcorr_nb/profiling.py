@@ -242,13 +242,16 @@ def op_profile(fn, # runs the model once
             for (m, o), (n, t, b) in timer.stats.items()]
     return sorted(rows, key=lambda r: -r['seconds'])
 
-def show_op_profile(rows:list[dict], top:int=15) -> str:
+def show_op_profile(rows:list[dict], top:int=15,
+                    times:bool=True, # False: shares of the time only, not this machine's milliseconds
+                   ) -> str:
     "The `top` rows of an `op_profile`, and the share of time in memory-only operations."
     total = sum(r['seconds'] for r in rows) or 1.
     move = sum(r['seconds'] for r in rows if r['move'])
-    lines = [f"{r['seconds'] * 1e3:9.1f} ms {100 * r['seconds'] / total:5.1f}% {r['calls']:4d}× {r['out_mib']:8.1f} MiB  "
+    lines = [(f"{r['seconds'] * 1e3:9.1f} ms " if times else '') + f"{100 * r['seconds'] / total:5.1f}% {r['calls']:4d}× {r['out_mib']:8.1f} MiB  "
              f"{r['op']:30s} {r['module']}" for r in rows[:top]]
-    return '\n'.join(lines + [f'total {total * 1e3:.1f} ms, of which memory-only ops {100 * move / total:.1f}%'])
+    return '\n'.join(lines + [(f'total {total * 1e3:.1f} ms, of which' if times else 'of the total,') +
+                              f' memory-only ops {100 * move / total:.1f}%'])
 
 # %% ../nbs/20_profiling.ipynb #b63fbc0e
 def random_pair(batch:int, # pairs
@@ -336,12 +339,15 @@ def precision_gap(model:nn.Module, # a `Matcher` in eval mode: forward -> dict(f
                 s_float32=t32, s_low=tlo, speedup=t32 / tlo, repeats=repeats)
 
 def gap_table(gaps:dict, # {model name: `precision_gap` result}
+              times:bool=True, # False: leave out this machine's milliseconds, keep the speed-up
              ) -> str:
     "The `precision_gap` results as a Markdown table."
-    lines = ['| model | input | flow grid | Δflow max / mean (cells) | Δkeypoint max / mean (px) | float32 ms | low ms | speed-up |',
-             '|---|---|---|---|---|---|---|---|']
+    ms = '| float32 ms | low ms ' if times else ''
+    lines = [f'| model | input | flow grid | Δflow max / mean (cells) | Δkeypoint max / mean (px) {ms}| speed-up |',
+             '|---|---|---|---|---|---|' + ('---|---|' if times else '')]
     for n, g in gaps.items():
+        t = f"| {1e3 * g['s_float32']:.0f} | {1e3 * g['s_low']:.0f} " if times else ''
         lines.append(f"| {n} | {g['size'][0]}×{g['size'][1]} | {g['flow_grid'][0]}×{g['flow_grid'][1]} | "
-                     f"{g['flow_max_cells']:.3f} / {g['flow_mean_cells']:.4f} | {g['kps_max_px']:.2f} / {g['kps_mean_px']:.3f} | "
-                     f"{1e3 * g['s_float32']:.0f} | {1e3 * g['s_low']:.0f} | {g['speedup']:.2f}× |")
+                     f"{g['flow_max_cells']:.3f} / {g['flow_mean_cells']:.4f} | {g['kps_max_px']:.2f} / {g['kps_mean_px']:.3f} "
+                     f"{t}| {g['speedup']:.2f}× |")
     return '\n'.join(lines).replace('low ms', f"{next(iter(gaps.values()))['dtype']} ms" if gaps else 'low ms')

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 from PIL import Image
+from fastcore.basics import patch
 from . import PairDataset, register_dataset
 
 # %% ../../nbs/05_synthetic.ipynb #810be897
@@ -473,6 +474,7 @@ def pair_sample(pair:SynthPair)->dict:
                 kps_valid=np.ones(len(pair.kps_ids), bool),
                 src_bbox=pair.src.bbox.astype(np.float64), trg_bbox=pair.trg.bbox.astype(np.float64))
 
+# %% ../../nbs/05_synthetic.ipynb #cc4c9dc6
 class SyntheticCorrespondence(PairDataset):
     "The embedded synthetic benchmark: pair `i` of a split, generated on the fly, deterministically."
     key, folder, categories, splits = 'synthetic', 'synthetic', SYNTH_CATEGORIES, SYNTH_SPLITS
@@ -513,22 +515,33 @@ class SyntheticCorrespondence(PairDataset):
     def files(self, i): return []
     @property
     def hint(self): return 'the synthetic benchmark is generated in memory; nothing to download'
-    def pair(self, i:int)->SynthPair:
-        "The generated `SynthPair` `i`: uint8 images, all keypoints, how it was made."
-        if not -self.n_pairs <= i < self.n_pairs: raise IndexError(f'pair {i} out of range for {self.n_pairs} pairs')
-        return make_pair(i % self.n_pairs, self.split, self.benchmark_seed, self.pair_categories, self.cfg,
-                         variant=self.epoch if self.resample else 0)
-    def annotation(self, i:int)->dict:
-        s = self.sample(i)
-        return {k: v for k, v in s.items() if not k.endswith('_img')}
-    def load_images(self, i:int):
-        "Source and target of pair `i` as uint8 (H, W, 3), at their original sizes."
-        p = self.pair(i)
-        return p.src.image, p.trg.image
-    def sample(self, i:int)->dict: return pair_sample(self.pair(i))
-    def __repr__(self):
-        return (f'SyntheticCorrespondence(split={self.split!r}, {len(self)} pairs, img_size={self.img_size}, '
-                f'benchmark_seed={self.benchmark_seed})')
+
+# %% ../../nbs/05_synthetic.ipynb #58700f53
+@patch
+def pair(self:SyntheticCorrespondence, i:int)->SynthPair:
+    "The generated `SynthPair` `i`: uint8 images, all keypoints, how it was made."
+    if not -self.n_pairs <= i < self.n_pairs: raise IndexError(f'pair {i} out of range for {self.n_pairs} pairs')
+    return make_pair(i % self.n_pairs, self.split, self.benchmark_seed, self.pair_categories, self.cfg,
+                     variant=self.epoch if self.resample else 0)
+
+@patch
+def annotation(self:SyntheticCorrespondence, i:int)->dict:
+    s = self.sample(i)
+    return {k: v for k, v in s.items() if not k.endswith('_img')}
+
+@patch
+def load_images(self:SyntheticCorrespondence, i:int):
+    "Source and target of pair `i` as uint8 (H, W, 3), at their original sizes."
+    p = self.pair(i)
+    return p.src.image, p.trg.image
+
+@patch
+def sample(self:SyntheticCorrespondence, i:int)->dict: return pair_sample(self.pair(i))
+
+@patch
+def __repr__(self:SyntheticCorrespondence):
+    return (f'SyntheticCorrespondence(split={self.split!r}, {len(self)} pairs, img_size={self.img_size}, '
+            f'benchmark_seed={self.benchmark_seed})')
 
 register_dataset(SyntheticCorrespondence)
 
