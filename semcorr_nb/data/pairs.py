@@ -91,6 +91,7 @@ def read_pairs(path) -> tuple[Path, list[dict]]:
     return images, [dict(r, _line=line) for line, r in rows]
 
 # %% ../../nbs/05b_pairs.ipynb #71011826
+@register_dataset
 class PairsFile(PairDataset):
     "Your own annotated pairs, from a JSON or CSV file (`--benchmark pairs:PATH`)."
     key, folder, splits = 'pairs', '', SPLITS
@@ -128,8 +129,6 @@ class PairsFile(PairDataset):
         return dict(pair_id=f'{self.file.name}:{r["_line"]}', category=cat, category_id=self.categories.index(cat),
                     src_path=self.images/str(r['source']), trg_path=self.images/str(r['target']), src_kps=sk, trg_kps=tk,
                     src_bbox=box(r.get('source_bbox'), sk), trg_bbox=box(r.get('target_bbox'), tk))
-
-register_dataset(PairsFile)
 
 # %% ../../nbs/05b_pairs.ipynb #afd4aede
 def write_example(folder, n_pairs:int=8) -> Path:

@@ -545,10 +545,9 @@ def __repr__(self:SyntheticCorrespondence):
 
 register_dataset(SyntheticCorrespondence)
 
+@register_dataset
 class EasySyntheticCorrespondence(SyntheticCorrespondence):
     "The synthetic benchmark with scale and position changes only (`EASY_POSES`): where tiny models trained from scratch start."
     key = 'synthetic-easy'
     def __init__(self, split:str='trn', img_size=256, n_pairs:int=None, **kwargs):
         super().__init__(split, img_size, n_pairs, cfg=SynthConfig(**EASY_POSES), **kwargs)
-
-register_dataset(EasySyntheticCorrespondence)
