@@ -65,6 +65,7 @@ class CATsConfig:
         "Width of one token: the correlation row plus the appearance embedding."
         return self.feature_size ** 2 + (self.proj_dim if self.use_appearance else 0)
 
+# %% ../../nbs/09_cats.ipynb #c747a205
 CATS_PRESETS = {                        # variant -> config overrides
     'cats': dict(layers=tuple(CATS_SPAIR_LAYERS)),                      # SPair-71k's hyperpixel set (8 levels)
     'cats-pfpascal': dict(layers=tuple(CATS_PFPASCAL_LAYERS)),          # PF-PASCAL / PF-WILLOW's (7 levels, DHPF's set)
