@@ -67,6 +67,7 @@ class TransforMatcherConfig:
         "Channels of the correlation fed to the token embedding."
         return len(self.layers) if self.corr_mode == 'multi' else 1
 
+# %% ../../nbs/10_transformatcher.ipynb #10b4811a
 TFM_PRESETS = {                         # variant -> config overrides
     'transformatcher': {},                                               # as trained on SPair-71k (240 × 240 input)
     'transformatcher-pfpascal': {},                                      # the same model; the official code differs only in the data
