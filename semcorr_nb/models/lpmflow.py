@@ -94,6 +94,7 @@ class LPMFlowConfig:
         "The refiner's window sizes after the C2F ablations."
         return tuple(w for w in self.refine_windows if not ((w == 16 and not self.c2f_16) or (w == 4 and not self.c2f_4)))
 
+# %% ../../nbs/16_lpmflow.ipynb #29967e0e
 ABLATIONS = {
     'w/o LARL': dict(larl=False),
     'w/o PFSR': dict(pfsr=False),
