@@ -23,7 +23,7 @@ NBS = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_
 
 # Notebooks another change brings in line (issue 16): a check skips them by name. Remove a name once
 # its notebook passes.
-PENDING_OUTPUTS = {'09_cats'}   # stored timings; refresh once it runs top to bottom again (its bfloat16 cell fails on a CPU)
+PENDING_OUTPUTS = set()
 PENDING_GPU = set()
 PENDING_TEXT = set()
 PENDING_IDIOM = {'19_match'}

@@ -16,10 +16,11 @@ from ..backbones import WeightsUnavailable
 
 # %% auto #0
 __all__ = ['WEIGHT_SOURCES', 'CONVENTIONS', 'MODELS', 'DEFAULT_MODEL', 'ALIASES', 'Matcher', 'ZeroFlowConfig', 'ZeroFlow',
-           'OfficialWeights', 'ModelSpec', 'apply_conventions', 'register', 'discover', 'model_names', 'model_spec',
-           'build_model', 'model_config', 'input_size', 'CheckpointMismatch', 'checkpoint_config', 'check_compatible',
-           'load_checkpoint', 'model_from_checkpoint', 'read_official_checkpoint', 'official_model', 'model_for',
-           'load_mapped', 'models_table', 'official_table']
+           'shapes_of', 'build_meta', 'record_shapes', 'shape_lines', 'show_dataflow', 'OfficialWeights', 'ModelSpec',
+           'apply_conventions', 'register', 'discover', 'model_names', 'model_spec', 'build_model', 'model_config',
+           'input_size', 'CheckpointMismatch', 'checkpoint_config', 'check_compatible', 'load_checkpoint',
+           'model_from_checkpoint', 'read_official_checkpoint', 'official_model', 'model_for', 'load_mapped',
+           'models_table', 'official_table']
 
 # %% ../../nbs/06b_models.ipynb #09afdaac
 class Matcher(nn.Module):
@@ -56,6 +57,108 @@ class ZeroFlow(Matcher):
     def forward(self, src_img:Tensor, trg_img:Tensor) -> dict:
         "`flow`: (B, 2, 1, 1) zeros."
         return dict(flow=src_img.new_zeros(src_img.shape[0], 2, 1, 1))
+
+# %% ../../nbs/06b_models.ipynb #fe982546
+def shapes_of(x) -> tuple|list|dict|None:
+    "The shapes of the tensors in `x`: a tensor's shape tuple; lists, tuples and dicts of them as lists and dicts; None for anything else."
+    if isinstance(x, Tensor): return tuple(x.shape)
+    if isinstance(x, dict):
+        d = {k: s for k, v in x.items() if (s := shapes_of(v)) is not None}
+        return d or None
+    if isinstance(x, (list, tuple)):
+        l = [s for v in x if (s := shapes_of(v)) is not None]
+        return l or None
+    return None
+
+# %% ../../nbs/06b_models.ipynb #bc6e8e73
+def build_meta(build:Callable, *args, **kwargs) -> nn.Module:
+    "`build(*args, **kwargs)` with parameters on the meta device (no storage, no initialisation); on the CPU if the constructor needs real values."
+    try:
+        with torch.device('meta'): return build(*args, **kwargs)
+    except (NotImplementedError, RuntimeError): return build(*args, **kwargs)
+
+# %% ../../nbs/06b_models.ipynb #48cb997c
+def record_shapes(model:nn.Module, # a model, on the CPU or the meta device (its weights are never read)
+                  stages:dict, # label -> a submodule name or a key of the forward's output dict
+                  *inputs:Tensor, # the forward's inputs; only their shapes and dtypes are used
+                  kps:Tensor|None=None, # (B, K, 2) keypoints: also record `model.transfer`'s output as 'keypoints'
+                 ) -> dict: # label -> `shapes_of` that stage's output, in the order of `stages`
+    "The shapes at each stage of one forward pass, computed on fake tensors (no arithmetic, no memory)."
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    if any(p.is_meta for p in model.parameters()): model.to_empty(device='cpu')
+    mods, seen, hooks, was = dict(model.named_modules()), {}, [], model.training
+    def hook(label):
+        def keep(m, args, out): seen.setdefault(label, shapes_of(out))    # returns None: the output is left as it is
+        return keep
+    hooks = [mods[name].register_forward_hook(hook(label)) for label, name in stages.items() if name in mods]
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    try:
+        model.eval()
+        with torch.no_grad(), mode:
+            state = {k: mode.from_tensor(v) for k, v in model.state_dict(keep_vars=True).items()}
+            fake = [torch.empty(x.shape, dtype=x.dtype) for x in inputs]
+            out = torch.func.functional_call(model, state, tuple(fake))
+            if kps is not None: seen['keypoints'] = shapes_of(model.transfer(out, torch.empty(kps.shape, dtype=kps.dtype)))
+    finally:
+        for h in hooks: h.remove()
+        model.train(was)
+    for label, name in stages.items():
+        if label not in seen: seen[label] = shapes_of(out[name])
+    return {k: seen[k] for k in [*stages, *(['keypoints'] if kps is not None else [])]}
+
+# %% ../../nbs/06b_models.ipynb #151b580b
+def _group(items:list) -> list:
+    "Runs of equal consecutive values: [(n, value)]."
+    runs = []
+    for v in items:
+        if runs and runs[-1][1] == v: runs[-1][0] += 1
+        else: runs.append([1, v])
+    return runs
+
+def shape_lines(s) -> list:
+    "`shapes_of` output as short text lines for a figure."
+    if s is None: return []
+    if isinstance(s, tuple): return ['×'.join(map(str, s)) or 'scalar']
+    if isinstance(s, dict):
+        keys, out = list(s), []
+        for n, v in _group([s[k] for k in keys]):
+            ks, keys = keys[:n], keys[n:]
+            sub = shape_lines(v)
+            head = ', '.join(map(str, ks)) + ':'
+            out += [f'{head} {sub[0]}'] if len(sub) == 1 and n <= 2 else [head] + sub
+        return out
+    out = []
+    for n, v in _group(list(s)):
+        sub = shape_lines(v)
+        if n == 1: out += sub
+        elif isinstance(v, tuple): out.append(f'{n} × {sub[0]}')
+        else: out += [f'{n} × ['] + sub + [']']
+    return out
+
+# %% ../../nbs/06b_models.ipynb #a34cc0c6
+def show_dataflow(shapes:dict, # label -> shapes, as `record_shapes` returns them
+                  title:str|None=None, # a line above the boxes (e.g. the model and its input size)
+                  figsize:tuple=(8, 2.5), fontsize:float=7.):
+    "One box per stage, left to right, each with its label and output shapes, as wide as its text; returns the figure."
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+    fig = plt.figure(figsize=figsize)
+    ax = fig.add_axes((0.005, 0.01, 0.99, 0.87))
+    ax.set(xlim=(-0.01, 1.01), ylim=(0, 1)); ax.axis('off')
+    lines = {k: shape_lines(s) for k, s in shapes.items()}
+    chars = [max([len(k) * 1.2] + [len(l) for l in ls]) + 3 for k, ls in lines.items()]   # a box's width in characters
+    gap = 0.03
+    x0 = 0.
+    for i, (label, ls) in enumerate(lines.items()):
+        w = (1 - gap * (len(lines) - 1)) * chars[i] / sum(chars)
+        ax.add_patch(FancyBboxPatch((x0, 0.08), w, 0.76, boxstyle='round,pad=0,rounding_size=0.02',
+                                    fc='#eef3fa', ec='#4a6fa5', lw=1))
+        ax.text(x0 + w / 2, 0.78, label, ha='center', va='top', fontsize=fontsize + 1, weight='bold')
+        ax.text(x0 + w / 2, 0.42, '\n'.join(ls), ha='center', va='center', fontsize=fontsize, linespacing=1.5)
+        if i: ax.annotate('', (x0, 0.46), (x0 - gap, 0.46), arrowprops=dict(arrowstyle='->', color='#4a6fa5', lw=1.2))
+        x0 += w + gap
+    if title: ax.set_title(title, fontsize=fontsize + 2)
+    return fig
 
 # %% ../../nbs/06b_models.ipynb #c175d2ab
 WEIGHT_SOURCES = ('pretrained', 'checkpoint')   # config fields saying where initial weights come from, not what the model is

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch import Tensor
+from fastcore.basics import patch
 from ..flow import corr_to_flow, axis_coords, corner_grid_to_centres
 from ..losses import keypoint_flow_target, dense_epe, correlation_ce
 from ..backbones import ViTTokens, IBOT_VITB16, TinyConvTokens
@@ -147,34 +148,37 @@ class ACTR(Matcher):
             os_, ot = self.backbone(src_img), self.backbone(trg_img)
             return tokens_with_cls(os_), tokens_with_cls(ot), os_['grid'], ot['grid']
 
-    def forward(self, src_img:Tensor, # (B, 3, H_s, W_s) ImageNet-normalised
-                trg_img:Tensor, # (B, 3, H_t, W_t)
-               ) -> dict:
-        "`flow` (B, 2, 4h, 4w) normalised source→target; `coarse` per-block (B, 2, h, w); `corrs` (B, HW_s, HW_t) per block."
-        c = self.config
-        s, t, hw_s, hw_t = self.encode(src_img, trg_img)
-        al = self.aligner(s, t, hw_s)
-        used = al['corrs'] if (c.flow_sr and c.multi_path) else al['corrs'][-1:]
-        coarse = [corr_to_flow(a, hw_s, hw_t, beta=c.beta, grid=self.grid()) for a in used]  # each (B, 2, h_s, w_s)
-        out = dict(coarse=coarse, corrs=al['corrs'], corr=al['corrs'][-1], grids=(hw_s, hw_t))
-        if self.refiner is None:
-            out['flow'] = upsample_flow(coarse[-1], c.sr_factor, c.upsample)
-            return out
-        feats = al['src'][:, 1:].transpose(1, 2).reshape(s.shape[0], -1, *hw_s)     # (B, C, h_s, w_s)
-        sr = self.refiner(coarse, feats)
-        return {**out, 'flow': sr['flow'], 'paths': sr['paths']}
+# %% ../../nbs/13_actr.ipynb #d60923c4
+@patch
+def forward(self:ACTR, src_img:Tensor, # (B, 3, H_s, W_s) ImageNet-normalised
+            trg_img:Tensor, # (B, 3, H_t, W_t)
+           ) -> dict:
+    "`flow` (B, 2, 4h, 4w) normalised source→target; `coarse` per-block (B, 2, h, w); `corrs` (B, HW_s, HW_t) per block."
+    c = self.config
+    s, t, hw_s, hw_t = self.encode(src_img, trg_img)
+    al = self.aligner(s, t, hw_s)
+    used = al['corrs'] if (c.flow_sr and c.multi_path) else al['corrs'][-1:]
+    coarse = [corr_to_flow(a, hw_s, hw_t, beta=c.beta, grid=self.grid()) for a in used]  # each (B, 2, h_s, w_s)
+    out = dict(coarse=coarse, corrs=al['corrs'], corr=al['corrs'][-1], grids=(hw_s, hw_t))
+    if self.refiner is None:
+        out['flow'] = upsample_flow(coarse[-1], c.sr_factor, c.upsample)
+        return out
+    feats = al['src'][:, 1:].transpose(1, 2).reshape(s.shape[0], -1, *hw_s)     # (B, C, h_s, w_s)
+    sr = self.refiner(coarse, feats)
+    return {**out, 'flow': sr['flow'], 'paths': sr['paths']}
 
-    def loss(self, out:dict, batch:dict, # `src_kps`, `trg_kps` (normalised) and `kps_valid`
-            ) -> tuple[Tensor, dict]:
-        "Sparse EPE of the final flow at the cells around the keypoints (normalised units); plus `aux_corr_weight` × `correlation_ce` if set."
-        c, flow = self.config, out['flow']
-        gt, mask = keypoint_flow_target(batch['src_kps'], batch['trg_kps'], batch['kps_valid'], flow.shape[-2:], c.gt_radius, 'mean')
-        epe = dense_epe(flow, gt, mask)
-        parts = dict(epe=epe.detach(), cells=mask.sum().detach())
-        if not c.aux_corr_weight: return epe, parts
-        ce = sum(correlation_ce(a, *out['grids'], batch['src_kps'], batch['trg_kps'], batch['kps_valid'], c.beta)
-                 for a in out['corrs']) / len(out['corrs'])
-        return epe + c.aux_corr_weight * ce, {**parts, 'ce': ce.detach()}
+@patch
+def loss(self:ACTR, out:dict, batch:dict, # `src_kps`, `trg_kps` (normalised) and `kps_valid`
+        ) -> tuple[Tensor, dict]:
+    "Sparse EPE of the final flow at the cells around the keypoints (normalised units); plus `aux_corr_weight` × `correlation_ce` if set."
+    c, flow = self.config, out['flow']
+    gt, mask = keypoint_flow_target(batch['src_kps'], batch['trg_kps'], batch['kps_valid'], flow.shape[-2:], c.gt_radius, 'mean')
+    epe = dense_epe(flow, gt, mask)
+    parts = dict(epe=epe.detach(), cells=mask.sum().detach())
+    if not c.aux_corr_weight: return epe, parts
+    ce = sum(correlation_ce(a, *out['grids'], batch['src_kps'], batch['trg_kps'], batch['kps_valid'], c.beta)
+             for a in out['corrs']) / len(out['corrs'])
+    return epe + c.aux_corr_weight * ce, {**parts, 'ce': ce.detach()}
 
 # %% ../../nbs/13_actr.ipynb #a833524c
 RECIPE = dict(optimizer='adamw', head_lr=3e-5, backbone_lr=4e-6, weight_decay=0.05, scheduler='constant',

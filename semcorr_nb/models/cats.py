@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 
 from ..core import grid_coords
 from ..correlation import correlation, mutual_nn_filter
@@ -64,6 +65,7 @@ class CATsConfig:
         "Width of one token: the correlation row plus the appearance embedding."
         return self.feature_size ** 2 + (self.proj_dim if self.use_appearance else 0)
 
+# %% ../../nbs/09_cats.ipynb #c747a205
 CATS_PRESETS = {                        # variant -> config overrides
     'cats': dict(layers=tuple(CATS_SPAIR_LAYERS)),                      # SPair-71k's hyperpixel set (8 levels)
     'cats-pfpascal': dict(layers=tuple(CATS_PFPASCAL_LAYERS)),          # PF-PASCAL / PF-WILLOW's (7 levels, DHPF's set)
@@ -210,32 +212,35 @@ class CATs(Matcher):
         return [F.interpolate(f, size=(fs, fs), mode='bilinear', align_corners=self.config.align_corners)
                 for f in self.backbone(img)]
 
-    def forward(self, src_img:Tensor,  # (B, 3, H, W) source images
-                trg_img:Tensor         # (B, 3, H, W) target images
-               ) -> dict:              # flow (B, 2, fs, fs), corr (B, L, N, N), refined (B, N, N), pos (B, N, 2)
-        "Dense source -> target flow on the `feature_size` grid."
-        B, cfg = src_img.shape[0], self.config
-        feats = self.features(torch.cat([src_img, trg_img]))
-        corr = torch.stack([correlation(f[:B], f[B:]) for f in feats], 1)  # (B, L, N_s, N_t)
-        if cfg.mutual_nn: corr = mutual_nn_filter(corr)
-        if not cfg.use_corr: corr = torch.zeros_like(corr)
-        emb_s = emb_t = None
-        if self.appearance is not None:
-            emb = torch.stack([lin(f.flatten(2).transpose(1, 2)) for lin, f in zip(self.appearance, feats)], 1)  # (2B, L, N, P)
-            emb_s, emb_t = emb[:B], emb[B:]
-        refined = self.aggregator(corr, emb_s, emb_t)                               # (B, N_s, N_t)
-        fs = cfg.feature_size
-        grid = (self.coord_x, self.coord_y) if cfg.learnable_grid else 'centres'
-        pos = soft_argmax(refined, (fs, fs), cfg.beta, grid)                                           # (B, N_s, 2)
-        flow = coords_to_flow(pos.transpose(1, 2).reshape(B, 2, fs, fs))          # (B, 2, fs, fs)
-        return dict(flow=flow, corr=corr, refined=refined, pos=pos)
+# %% ../../nbs/09_cats.ipynb #350564f5
+@patch
+def forward(self:CATs, src_img:Tensor,  # (B, 3, H, W) source images
+            trg_img:Tensor         # (B, 3, H, W) target images
+           ) -> dict:              # flow (B, 2, fs, fs), corr (B, L, N, N), refined (B, N, N), pos (B, N, 2)
+    "Dense source -> target flow on the `feature_size` grid."
+    B, cfg = src_img.shape[0], self.config
+    feats = self.features(torch.cat([src_img, trg_img]))
+    corr = torch.stack([correlation(f[:B], f[B:]) for f in feats], 1)  # (B, L, N_s, N_t)
+    if cfg.mutual_nn: corr = mutual_nn_filter(corr)
+    if not cfg.use_corr: corr = torch.zeros_like(corr)
+    emb_s = emb_t = None
+    if self.appearance is not None:
+        emb = torch.stack([lin(f.flatten(2).transpose(1, 2)) for lin, f in zip(self.appearance, feats)], 1)  # (2B, L, N, P)
+        emb_s, emb_t = emb[:B], emb[B:]
+    refined = self.aggregator(corr, emb_s, emb_t)                               # (B, N_s, N_t)
+    fs = cfg.feature_size
+    grid = (self.coord_x, self.coord_y) if cfg.learnable_grid else 'centres'
+    pos = soft_argmax(refined, (fs, fs), cfg.beta, grid)                                           # (B, N_s, 2)
+    flow = coords_to_flow(pos.transpose(1, 2).reshape(B, 2, fs, fs))          # (B, 2, fs, fs)
+    return dict(flow=flow, corr=corr, refined=refined, pos=pos)
 
-    def loss(self, out:dict,           # output of `forward`
-             batch:dict                # src_kps, trg_kps (normalised, (B, K, 2)), kps_valid (B, K)
-            ) -> tuple:                # (loss, dict of parts)
-        "Sparse end-point error at the valid keypoints, in normalised units."
-        epe = sparse_epe(self.transfer(out, batch['src_kps']), batch['trg_kps'], batch['kps_valid'])
-        return epe, dict(epe=epe.detach())
+@patch
+def loss(self:CATs, out:dict,           # output of `forward`
+         batch:dict                # src_kps, trg_kps (normalised, (B, K, 2)), kps_valid (B, K)
+        ) -> tuple:                # (loss, dict of parts)
+    "Sparse end-point error at the valid keypoints, in normalised units."
+    epe = sparse_epe(self.transfer(out, batch['src_kps']), batch['trg_kps'], batch['kps_valid'])
+    return epe, dict(epe=epe.detach())
 
 # %% ../../nbs/09_cats.ipynb #cc2937bf
 _CATS_BLOCK_NAMES = {'attn': 'level_attn', 'norm1': 'level_norm', 'mlp2': 'level_mlp', 'norm4': 'level_mlp_norm',

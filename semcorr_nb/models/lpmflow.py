@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 from ..flow import corr_to_flow, flow_to_cells, cells_to_flow, axis_coords, corner_grid_to_centres
 from ..losses import keypoint_flow_target, dense_epe_cells, correlation_ce
 from ..backbones import ViTTokens, TinyConvTokens
@@ -93,6 +94,7 @@ class LPMFlowConfig:
         "The refiner's window sizes after the C2F ablations."
         return tuple(w for w in self.refine_windows if not ((w == 16 and not self.c2f_16) or (w == 4 and not self.c2f_4)))
 
+# %% ../../nbs/16_lpmflow.ipynb #29967e0e
 ABLATIONS = {
     'w/o LARL': dict(larl=False),
     'w/o PFSR': dict(pfsr=False),
@@ -221,59 +223,63 @@ class LPMFlow(Matcher):
         t = out['tokens'][-1]
         return torch.cat([out['cls'][-1][:, None], t.flatten(2).transpose(1, 2)], 1), tuple(t.shape[-2:])
 
-    def forward(self, src_img:Tensor, # (B, 3, H, W) ImageNet-normalised
-                trg_img:Tensor, # (B, 3, H', W')
-               ) -> dict:
-        cfg = self.config
-        s, hw = self.tokens(src_img)                                                    # (B, 1 + hw, C)
-        t, hw_t = self.tokens(trg_img)
-        if hw != hw_t: raise ValueError(f'source grid {hw} and target grid {hw_t} differ: give both images one size')
-        idx = None
-        if self.tower is not None:
-            if self.training:
-                with torch.no_grad(): score = foreground_score(s[:, 1:], s[:, 0], t[:, 0])
-                idx = rptc_select(score, cfg.rptc_top_frac, cfg.rptc_ratio)
-                s = torch.cat([s[:, :1], rptc_corrupt(s[:, 1:], idx, s[:, 0] + t[:, 0])], 1)
-            s, t = self.tower(s, t, hw)
-        pyr = self.pyramid(s, t, hw)
-        fine = pyr['src_hw'] if cfg.pfsr else (2 * hw[0], 2 * hw[1])
-        grid = (self.coord_x, self.coord_y) if cfg.learnable_grid else 'centres'
-        flows = correlation_flows(pyr['corrs'], pyr['grids'], fine, cfg.beta, cfg.align_corners, grid)  # each (B, 2, fh, fw)
-        out_hw = (cfg.flow_factor * fine[0], cfg.flow_factor * fine[1])
-        flows = {k: F.interpolate(f, size=out_hw, mode='nearest') for k, f in flows.items()}
-        flow = flows[self.flow_names[-1]]
-        if self.integration is not None:
-            feats = pyr['src'][:, 1:].transpose(1, 2).reshape(s.shape[0], -1, *pyr['src_hw'])  # (B, C, h, w)
-            flow = self.integration([flows[k] for k in self.integrate_names], feats)
-        return dict(flow=flow, flows=flows, corrs=pyr['corrs'], grids=pyr['grids'], src_tokens=s, hw=hw, rptc_idx=idx)
-
     def contrast_weight(self) -> float:
         "λ at `self.epoch` (0 when the contrastive term is off)."
         cfg = self.config
         if not (cfg.larl and cfg.self_contrastive): return 0.
         return contrast_weight(self.epoch, cfg.contrast_base, cfg.contrast_floor, cfg.gradual_guidance)
 
-    def loss(self, out:dict, batch_norm:dict) -> tuple[Tensor, dict]:
-        "Sparse flow EPE (output-grid cells) + λ(epoch)·self-contrastive loss (training only) [+ the optional correlation CE]. Returns (loss, parts)."
-        cfg = self.config
-        gt, mask = keypoint_flow_target(batch_norm['src_kps'], batch_norm['trg_kps'], batch_norm['kps_valid'],
-                                        out['flow'].shape[-2:], cfg.gt_radius, overlap='nearest')
-        epe = dense_epe_cells(out['flow'], gt, mask)
-        parts = dict(flow_epe=epe.detach())
-        loss = epe
-        if cfg.corr_loss_weight > 0:                                                   # test-scale aid, not in the paper
-            ce = sum(correlation_ce(c, *out['grids'][k], batch_norm['src_kps'], batch_norm['trg_kps'], batch_norm['kps_valid'], beta=None)
-                     for k, c in out['corrs'].items()) / len(out['corrs'])
-            loss = loss + cfg.corr_loss_weight * ce
-            parts.update(corr_ce=ce.detach())
-        lam = self.contrast_weight()
-        if out.get('rptc_idx') is not None and lam > 0:
-            b, hw = out['src_tokens'].shape[0], out['hw']
-            tok = out['src_tokens'][:, 1:].transpose(1, 2).reshape(b, -1, *hw)           # (B, C, h, w)
-            sc = self_contrastive_loss(tok, out['rptc_idx'], cfg.contrast_tau)
-            loss = loss + lam * sc
-            parts.update(contrast=sc.detach(), contrast_weight=torch.tensor(lam))
-        return loss, parts
+# %% ../../nbs/16_lpmflow.ipynb #ea6a6df0
+@patch
+def forward(self:LPMFlow, src_img:Tensor, # (B, 3, H, W) ImageNet-normalised
+            trg_img:Tensor, # (B, 3, H', W')
+           ) -> dict:
+    cfg = self.config
+    s, hw = self.tokens(src_img)                                                    # (B, 1 + hw, C)
+    t, hw_t = self.tokens(trg_img)
+    if hw != hw_t: raise ValueError(f'source grid {hw} and target grid {hw_t} differ: give both images one size')
+    idx = None
+    if self.tower is not None:
+        if self.training:
+            with torch.no_grad(): score = foreground_score(s[:, 1:], s[:, 0], t[:, 0])
+            idx = rptc_select(score, cfg.rptc_top_frac, cfg.rptc_ratio)
+            s = torch.cat([s[:, :1], rptc_corrupt(s[:, 1:], idx, s[:, 0] + t[:, 0])], 1)
+        s, t = self.tower(s, t, hw)
+    pyr = self.pyramid(s, t, hw)
+    fine = pyr['src_hw'] if cfg.pfsr else (2 * hw[0], 2 * hw[1])
+    grid = (self.coord_x, self.coord_y) if cfg.learnable_grid else 'centres'
+    flows = correlation_flows(pyr['corrs'], pyr['grids'], fine, cfg.beta, cfg.align_corners, grid)  # each (B, 2, fh, fw)
+    out_hw = (cfg.flow_factor * fine[0], cfg.flow_factor * fine[1])
+    flows = {k: F.interpolate(f, size=out_hw, mode='nearest') for k, f in flows.items()}
+    flow = flows[self.flow_names[-1]]
+    if self.integration is not None:
+        feats = pyr['src'][:, 1:].transpose(1, 2).reshape(s.shape[0], -1, *pyr['src_hw'])  # (B, C, h, w)
+        flow = self.integration([flows[k] for k in self.integrate_names], feats)
+    return dict(flow=flow, flows=flows, corrs=pyr['corrs'], grids=pyr['grids'], src_tokens=s, hw=hw, rptc_idx=idx)
+
+# %% ../../nbs/16_lpmflow.ipynb #9ff75620
+@patch
+def loss(self:LPMFlow, out:dict, batch_norm:dict) -> tuple[Tensor, dict]:
+    "Sparse flow EPE (output-grid cells) + λ(epoch)·self-contrastive loss (training only) [+ the optional correlation CE]. Returns (loss, parts)."
+    cfg = self.config
+    gt, mask = keypoint_flow_target(batch_norm['src_kps'], batch_norm['trg_kps'], batch_norm['kps_valid'],
+                                    out['flow'].shape[-2:], cfg.gt_radius, overlap='nearest')
+    epe = dense_epe_cells(out['flow'], gt, mask)
+    parts = dict(flow_epe=epe.detach())
+    loss = epe
+    if cfg.corr_loss_weight > 0:                                                   # test-scale aid, not in the paper
+        ce = sum(correlation_ce(c, *out['grids'][k], batch_norm['src_kps'], batch_norm['trg_kps'], batch_norm['kps_valid'], beta=None)
+                 for k, c in out['corrs'].items()) / len(out['corrs'])
+        loss = loss + cfg.corr_loss_weight * ce
+        parts.update(corr_ce=ce.detach())
+    lam = self.contrast_weight()
+    if out.get('rptc_idx') is not None and lam > 0:
+        b, hw = out['src_tokens'].shape[0], out['hw']
+        tok = out['src_tokens'][:, 1:].transpose(1, 2).reshape(b, -1, *hw)           # (B, C, h, w)
+        sc = self_contrastive_loss(tok, out['rptc_idx'], cfg.contrast_tau)
+        loss = loss + lam * sc
+        parts.update(contrast=sc.detach(), contrast_weight=torch.tensor(lam))
+    return loss, parts
 
 # %% ../../nbs/16_lpmflow.ipynb #a5c0ad12
 RECIPE = dict(optimizer='adamw', head_lr=4e-5, backbone_lr=3e-6, weight_decay=0.05, scheduler='constant',

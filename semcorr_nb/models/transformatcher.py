@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 
 from ..core import grid_coords
 from ..correlation import correlation, l2_normalize, multilayer_correlation
@@ -66,6 +67,7 @@ class TransforMatcherConfig:
         "Channels of the correlation fed to the token embedding."
         return len(self.layers) if self.corr_mode == 'multi' else 1
 
+# %% ../../nbs/10_transformatcher.ipynb #10b4811a
 TFM_PRESETS = {                         # variant -> config overrides
     'transformatcher': {},                                               # as trained on SPair-71k (240 × 240 input)
     'transformatcher-pfpascal': {},                                      # the same model; the official code differs only in the data
@@ -225,6 +227,7 @@ class TwoStreams(nn.Module):
         B = src_img.shape[0]
         return [f[:B] for f in feats], [f[B:] for f in feats]
 
+# %% ../../nbs/10_transformatcher.ipynb #cb924eb4
 class TransforMatcher(Matcher):
     "TransforMatcher (Kim et al., CVPR 2022): match-to-match attention over the 4D multi-channel correlation."
     bf16_auto = False   # `--dtype auto` keeps float32: bfloat16 is slower here on a CPU and moves its soft-argmax points (see `precision`)
@@ -250,24 +253,27 @@ class TransforMatcher(Matcher):
         flow = coords_to_flow(coords.transpose(1, 2).reshape(B, 2, Hs, Ws), cfg.grid)  # (B, 2, H_s, W_s)
         return dict(flow=flow, coords=coords, corr=corr, refined=refined)
 
-    def transfer(self, out:dict,       # output of `forward`
-                 src_kps:Tensor        # (B, K, 2) source keypoints, normalised
-                ) -> Tensor:           # (B, K, 2) predicted target keypoints, normalised
-        "Soft-sampler keypoint transfer (τ of training in train mode, of evaluation otherwise)."
-        hw = tuple(out['flow'].shape[-2:])
-        cfg = self.config
-        tau = effective_tau(cfg.tau_train if self.training else cfg.tau_eval, hw, cfg.grid)
-        return soft_sampler(out['coords'], src_kps, hw, tau, cfg.grid)
+# %% ../../nbs/10_transformatcher.ipynb #7d4663e2
+@patch
+def transfer(self:TransforMatcher, out:dict,       # output of `forward`
+             src_kps:Tensor        # (B, K, 2) source keypoints, normalised
+            ) -> Tensor:           # (B, K, 2) predicted target keypoints, normalised
+    "Soft-sampler keypoint transfer (τ of training in train mode, of evaluation otherwise)."
+    hw = tuple(out['flow'].shape[-2:])
+    cfg = self.config
+    tau = effective_tau(cfg.tau_train if self.training else cfg.tau_eval, hw, cfg.grid)
+    return soft_sampler(out['coords'], src_kps, hw, tau, cfg.grid)
 
-    def loss(self, out:dict,           # output of `forward`
-             batch:dict                # src_kps, trg_kps (normalised (B, K, 2)), kps_valid (B, K)
-            ) -> tuple:                # (loss, parts)
-        "Mean squared keypoint distance per pair (normalised units), averaged over the pairs."
-        pred = self.transfer(out, batch['src_kps'])
-        per_pair = sparse_epe(pred, batch['trg_kps'], batch['kps_valid'], squared=True, reduction='pair')  # (B,)
-        has = batch['kps_valid'].any(-1)
-        loss = (per_pair * has).sum() / has.sum().clamp(min=1)
-        return loss, dict(sq_dist=loss.detach())
+@patch
+def loss(self:TransforMatcher, out:dict,           # output of `forward`
+         batch:dict                # src_kps, trg_kps (normalised (B, K, 2)), kps_valid (B, K)
+        ) -> tuple:                # (loss, parts)
+    "Mean squared keypoint distance per pair (normalised units), averaged over the pairs."
+    pred = self.transfer(out, batch['src_kps'])
+    per_pair = sparse_epe(pred, batch['trg_kps'], batch['kps_valid'], squared=True, reduction='pair')  # (B,)
+    has = batch['kps_valid'].any(-1)
+    loss = (per_pair * has).sum() / has.sum().clamp(min=1)
+    return loss, dict(sq_dist=loss.detach())
 
 # %% ../../nbs/10_transformatcher.ipynb #ff98836c
 _TFM_ATTN_NAMES = {'to_qkv': 'to_qkv', 'to_q_attn_logits': 'q_score', 'to_k_attn_logits': 'k_score',
