@@ -98,21 +98,28 @@ def match_model(checkpoint, # a `train` checkpoint, or with `official` the autho
               "are wrong; train on spair or pfpascal for real images", file=sys.stderr)
     return model, img_size or ck.get('train_config', {}).get('img_size') or input_size(ck['model_name']), ck['model_name']
 
-# %% ../nbs/19_match.ipynb #38711065
-def draw_matches(src:np.ndarray, trg:np.ndarray, src_pts, trg_pts, path, title=''):
-    "Side-by-side picture of the two images with a line per match."
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
+# %% ../nbs/19_match.ipynb #579acebc
+def draw_matches(src:np.ndarray, trg:np.ndarray, # (H, W, 3) uint8 images
+                 src_pts, trg_pts, # (N, 2) (x, y) in each image's pixels
+                 path=None, # also save the figure there
+                 title=''):
+    "Side-by-side figure of the two images with a line per match."
+    from matplotlib.figure import Figure
+    from matplotlib import colormaps
     H = max(src.shape[0], trg.shape[0])
     canvas = np.full((H, src.shape[1] + trg.shape[1], 3), 255, np.uint8)
     canvas[:src.shape[0], :src.shape[1]] = src; canvas[:trg.shape[0], src.shape[1]:] = trg
-    fig, ax = plt.subplots(figsize=(8, 8 * H / canvas.shape[1] + 0.4), dpi=100)
+    fig = Figure(figsize=(8, 8 * H / canvas.shape[1] + 0.4), dpi=100)           # not pyplot's: nothing to close, no GUI backend
+    ax = fig.subplots()
     ax.imshow(canvas); ax.axis('off'); ax.set_title(title, fontsize=9)
-    colours = plt.cm.hsv(np.linspace(0, 1, len(src_pts), endpoint=False))
+    colours = colormaps['hsv'](np.linspace(0, 1, len(src_pts), endpoint=False))
     for (x0, y0), (x1, y1), c in zip(src_pts.tolist(), trg_pts.tolist(), colours):
         ax.plot([x0, x1 + src.shape[1]], [y0, y1], '-', color=c, lw=1); ax.plot([x0, x1 + src.shape[1]], [y0, y1], 'o', color=c, ms=3)
-    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+    fig.tight_layout()
+    if path is not None: fig.savefig(path)
+    return fig
 
+# %% ../nbs/19_match.ipynb #38711065
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.match`."
     p = Parser(prog='python -m semcorr_nb.match', formatter_class=argparse.ArgumentDefaultsHelpFormatter,

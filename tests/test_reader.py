@@ -26,8 +26,8 @@ NBS = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_
 PENDING_OUTPUTS = {'09_cats'}   # stored timings; refresh once it runs top to bottom again (its bfloat16 cell fails on a CPU)
 PENDING_GPU = {'21_benchmark'}
 PENDING_TEXT = set()
-PENDING_IDIOM = {'19_match', '20_profiling'}
-PENDING_DOCS = {'05_synthetic', '05b_pairs', '06e_learn', '17_train', '18_evaluate', '19_match', '20_profiling', '21_benchmark'}
+PENDING_IDIOM = {'20_profiling'}
+PENDING_DOCS = {'05_synthetic', '05b_pairs', '06e_learn', '20_profiling', '21_benchmark'}
 
 def cells(path, kind='code'):
     return [c for c in json.loads(Path(path).read_text())['cells'] if c['cell_type'] == kind]
