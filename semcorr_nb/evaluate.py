@@ -15,7 +15,7 @@ from .learn import model_pck, show_matches
 from .precision import DTYPE_CHOICES, resolve_dtype, dtype_name
 
 # %% auto #0
-__all__ = ['RESULT_FILES', 'evaluation_model', 'evaluate', 'side_by_side', 'evaluate_official', 'main']
+__all__ = ['RESULT_FILES', 'evaluation_model', 'best_worst', 'evaluate', 'side_by_side', 'evaluate_official', 'main']
 
 # %% ../nbs/18_evaluate.ipynb #4c20f321
 def evaluation_model(checkpoint=None, baseline:str|None=None, model_args:dict|None=None, device='cpu'):
@@ -31,6 +31,7 @@ def evaluation_model(checkpoint=None, baseline:str|None=None, model_args:dict|No
                          f'the baselines are {", ".join(known)}')
     return build_model(baseline, **(model_args or {})).to(device).eval(), input_size(baseline), baseline
 
+# %% ../nbs/18_evaluate.ipynb #c1d5bf3e
 RESULT_FILES = ('pck.json', 'pck.csv', 'pairs.csv', 'best_worst.png')
 
 def _check_request(benchmark, protocol, out, device):
@@ -46,6 +47,18 @@ def _check_request(benchmark, protocol, out, device):
     if earlier: print(f'note: {out} holds the results of an earlier evaluation ({", ".join(earlier)}); they are replaced')
     return out
 
+# %% ../nbs/18_evaluate.ipynb #f035576d
+def best_worst(model, ds, meter, # a model, the dataset it was scored on and its `PCKMeter` (`meter.pairs` in the order of `ds`)
+               n:int=3, alpha:float=0.1, # pairs of each kind; the α that ranks them (the first scored one if not scored)
+               device='cpu', dtype='float32'):
+    "A figure of the `n` worst and the `n` best pairs of `ds` by per-pair PCK (`learn.show_matches`)."
+    i = list(meter.alphas).index(alpha) if alpha in meter.alphas else 0
+    score = [p['hits'][i] / p['n'] if p['n'] else -1 for p in meter.pairs]
+    order = sorted(range(len(score)), key=lambda j: score[j])
+    worst, best = order[:n], order[-n:][::-1]
+    return show_matches(model, ds, indices=worst + best, titles=['worst'] * len(worst) + ['best'] * len(best), device=device, dtype=dtype)
+
+# %% ../nbs/18_evaluate.ipynb #4ebbba65
 def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:str='test', baseline:str=None,
              protocol:str='official', alphas=(0.05, 0.1, 0.15), img_size:int=None, batch_size:int=8, n_pairs:int=0,
              num_workers:int=2, device:str='', out=None, picture:bool=True, model_args:dict|None=None,
@@ -62,11 +75,7 @@ def evaluate(checkpoint=None, benchmark:str='synthetic', datapath:str='', split:
     if out is not None:
         meter.to_json(out/'pck.json'); meter.to_csv(out/'pck.csv'); meter.to_csv(out/'pairs.csv', what='pairs')
         if picture and len(meter.pairs):
-            i = list(meter.alphas).index(0.1) if 0.1 in meter.alphas else 0
-            score = [p['hits'][i] / p['n'] if p['n'] else -1 for p in meter.pairs]
-            order = sorted(range(len(score)), key=lambda j: score[j])
-            worst, best = order[:3], order[-3:][::-1]
-            fig = show_matches(model, ds, indices=worst + best, titles=['worst'] * len(worst) + ['best'] * len(best), device=dev, dtype=dtype)
+            fig = best_worst(model, ds, meter, device=dev, dtype=dtype)
             fig.savefig(out/'best_worst.png')
             import matplotlib.pyplot as plt; plt.close(fig)
     return meter

@@ -98,10 +98,12 @@ def match_model(checkpoint, # a `train` checkpoint, or with `official` the autho
               "are wrong; train on spair or pfpascal for real images", file=sys.stderr)
     return model, img_size or ck.get('train_config', {}).get('img_size') or input_size(ck['model_name']), ck['model_name']
 
-# %% ../nbs/19_match.ipynb #38711065
-def draw_matches(src:np.ndarray, trg:np.ndarray, src_pts, trg_pts, path, title=''):
-    "Side-by-side picture of the two images with a line per match."
-    import matplotlib; matplotlib.use('Agg', force=False)
+# %% ../nbs/19_match.ipynb #579acebc
+def draw_matches(src:np.ndarray, trg:np.ndarray, # (H, W, 3) uint8 images
+                 src_pts, trg_pts, # (N, 2) (x, y) in each image's pixels
+                 path=None, # also save the figure there
+                 title=''):
+    "Side-by-side figure of the two images with a line per match (the caller closes it)."
     import matplotlib.pyplot as plt
     H = max(src.shape[0], trg.shape[0])
     canvas = np.full((H, src.shape[1] + trg.shape[1], 3), 255, np.uint8)
@@ -111,8 +113,11 @@ def draw_matches(src:np.ndarray, trg:np.ndarray, src_pts, trg_pts, path, title='
     colours = plt.cm.hsv(np.linspace(0, 1, len(src_pts), endpoint=False))
     for (x0, y0), (x1, y1), c in zip(src_pts.tolist(), trg_pts.tolist(), colours):
         ax.plot([x0, x1 + src.shape[1]], [y0, y1], '-', color=c, lw=1); ax.plot([x0, x1 + src.shape[1]], [y0, y1], 'o', color=c, ms=3)
-    fig.tight_layout(); fig.savefig(path); plt.close(fig)
+    fig.tight_layout()
+    if path is not None: fig.savefig(path)
+    return fig
 
+# %% ../nbs/19_match.ipynb #38711065
 def main(argv=None):
     "Entry point of `python -m semcorr_nb.match`."
     p = Parser(prog='python -m semcorr_nb.match', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -149,7 +154,8 @@ def main(argv=None):
                source_size_hw=list(src.shape[:2]), target_size_hw=list(trg.shape[:2]), input_size=size, dtype=dtype_name(dtype),
                matches=[dict(source=[round(v, 2) for v in s], target=[round(v, 2) for v in t]) for s, t in zip(pts.tolist(), pred.tolist())])
     (out/'matches.json').write_text(json.dumps(res, indent=1))
-    draw_matches(src, trg, pts, pred, out/'matches.png', f"{name}: {Path(a.source).name} → {Path(a.target).name}")
+    import matplotlib.pyplot as plt
+    plt.close(draw_matches(src, trg, pts, pred, out/'matches.png', f"{name}: {Path(a.source).name} → {Path(a.target).name}"))
     print(f'{len(pts)} points matched: {out/"matches.json"}, {out/"matches.png"}')
     return res
 

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from .core import seed_everything, show_progress
 from .pck import pck_label
 from .errors import UsageError, user_errors, writable_dir, Parser, json_object, check_device
@@ -26,7 +27,7 @@ from .learn import make_optimizer, train_step, model_pck, show_matches, unwrap, 
 __all__ = ['CHOICES', 'CHECKPOINT_FORMAT', 'RUN_FILES', 'TrainConfig', 'resolve_config', 'KeptPairs', 'validate', 'previous_path',
            'atomic_save', 'rng_state', 'set_rng_state', 'Dist', 'setup_distributed', 'cleanup_distributed',
            'all_gather_objects', 'lr_factor', 'MetricsLog', 'val_score', 'cpu_threads', 'prepare_run',
-           'TrainingInterrupted', 'StopRequest', 'fit', 'make_parser', 'list_models', 'main']
+           'TrainingInterrupted', 'StopRequest', 'Run', 'start_run', 'fit', 'make_parser', 'list_models', 'main']
 
 # %% ../nbs/17_train.ipynb #7d8a436a
 @dataclass
@@ -84,9 +85,7 @@ def resolve_config(args:dict) -> TrainConfig:
     if unknown: raise ValueError(f'the recipe of {model!r} sets {unknown}, which are not training settings (TrainConfig fields)')
     return TrainConfig(**{**recipe, **args, 'model': model})
 
-# %% ../nbs/17_train.ipynb #64dc467a
-CHOICES = dict(optimizer=('adamw', 'adam'), scheduler=('constant', 'step', 'cosine'), dtype=DTYPE_CHOICES)
-
+# %% ../nbs/17_train.ipynb #ace46a58
 def _dataset(cfg:TrainConfig, split:str):
     "The `split` ('trn', 'val', 'test') of `cfg.benchmark` at `cfg.img_size`, augmented and resampled when training."
     n = {'trn': cfg.train_pairs, 'val': cfg.val_pairs, 'test': cfg.test_pairs}[split]
@@ -107,6 +106,9 @@ def _kept(ds, cfg:TrainConfig, budget:float=2**30):
     if not cfg.keep_eval_pairs or len(ds) == 0: return ds
     size = sum(v.numel() * v.element_size() for v in ds[0].values() if isinstance(v, torch.Tensor))
     return KeptPairs(ds, cfg.num_workers) if size * len(ds) <= budget else ds
+
+# %% ../nbs/17_train.ipynb #64dc467a
+CHOICES = dict(optimizer=('adamw', 'adam'), scheduler=('constant', 'step', 'cosine'), dtype=DTYPE_CHOICES)
 
 def validate(cfg:TrainConfig) -> TrainConfig:
     "Raise `UsageError` for the first setting of `cfg` that cannot work; return `cfg`."
@@ -164,6 +166,7 @@ def atomic_save(obj, path,
     if keep_previous and path.exists(): os.replace(path, previous_path(path))
     os.replace(tmp, path)
 
+# %% ../nbs/17_train.ipynb #853d8514
 def rng_state() -> dict:
     "Every random generator a run uses, in a `weights_only`-loadable form."
     np_state = np.random.get_state()
@@ -273,7 +276,7 @@ def _checkpoint(model, opt, cfg, model_name, config, epoch, step_in_epoch, globa
                 global_step=global_step, best=best, history=history, rng=rng_state(),
                 epoch_stats=epoch_stats or dict(loss_sum=0., n_loss=0))
 
-# %% ../nbs/17_train.ipynb #a30035b1
+# %% ../nbs/17_train.ipynb #20046a72
 RUN_FILES = ('config.json', 'metrics.csv', 'last.pth', 'best.pth', 'summary.json', 'test_pck.json')
 
 def cpu_threads(num_workers:int, # loader worker processes of this training process
@@ -292,6 +295,7 @@ def prepare_run(out, resume:bool=False) -> Path:
                                    f'or start a new one in another folder, e.g. --out {out}-2')
     return writable_dir(out, '--out')
 
+# %% ../nbs/17_train.ipynb #54aad231
 class TrainingInterrupted(Exception):
     "Training stopped on a signal, after saving a checkpoint; the message says how to continue."
 
@@ -317,6 +321,7 @@ class StopRequest:
             t = torch.tensor([float(flag)], device=d.device); dist.all_reduce(t); flag = bool(t.item())
         return flag
 
+# %% ../nbs/17_train.ipynb #69b545cb
 def _read_last(out:Path) -> tuple[dict, Path]:
     "`out/last.pth`, or — when it cannot be read — the checkpoint it replaced, with a message."
     last, prev = out/'last.pth', previous_path(out/'last.pth')
@@ -344,122 +349,197 @@ def _resume(out:Path, model, opt, model_name:str, config:dict, d:Dist, log=None)
     if d.main: print(f'resumed {path}: epoch {ck["epoch"]}, step {ck["step_in_epoch"]} of it, {ck["global_step"]} steps done')
     return ck['epoch'], ck['step_in_epoch'], ck['global_step'], ck['best'], ck['history'], ck.get('epoch_stats') or dict(loss_sum=0., n_loss=0)
 
+# %% ../nbs/17_train.ipynb #0e9f2f9b
+@dataclass
+class Run:
+    "A training run in progress: its parts, and the counters a checkpoint saves."
+    cfg: TrainConfig
+    d: Dist
+    model: nn.Module                 # the model itself
+    ddp: nn.Module                   # what trains: `model`, or DistributedDataParallel around it
+    model_name: str
+    config: dict                     # the model's architecture config (`models.model_config`), saved in every checkpoint
+    opt: torch.optim.Optimizer
+    base_lrs: list                   # the groups' learning rates before any schedule
+    log: MetricsLog
+    dtype: torch.dtype               # the compute dtype
+    train_set: object
+    val_set: object
+    test_set: object = None
+    epoch: int = 0                   # the epoch to run next
+    step_in_epoch: int = 0           # its steps already done (by a resumed run)
+    global_step: int = 0
+    best: float = -1.0               # the best val score so far
+    history: list = field(default_factory=list)   # a row per finished epoch
+    stats: dict = field(default_factory=lambda: dict(loss_sum=0., n_loss=0))   # the running epoch's loss sum and count
+    ran: int = 0                     # steps this process ran (for `fit(stop_after_steps=)`)
+
+    @property
+    def out(self) -> Path: return Path(self.cfg.out)
+    def checkpoint(self, epoch:int, step_in_epoch:int, stats:dict|None=None) -> dict:
+        "Everything a resumption at (`epoch`, `step_in_epoch`) needs, `stats` being that epoch's running loss."
+        return _checkpoint(self.model, self.opt, self.cfg, self.model_name, self.config, epoch, step_in_epoch, self.global_step,
+                           self.best, self.history, stats)
+    def score(self, ds, desc:str):
+        "A `PCKMeter` of the model on `ds` (every rank's pairs gathered), by the threshold rule of the val split's benchmark."
+        return model_pck(self.ddp, _loader(ds, self.cfg, self.d), self.cfg.eval_alphas, benchmark=pck_benchmark(self.val_set),
+                         device=self.d.device, dtype=self.dtype, gather=lambda pairs: all_gather_objects(pairs, self.d),
+                         progress=self.d.main, desc=desc)
+
+# %% ../nbs/17_train.ipynb #8176b50b
+def start_run(cfg:TrainConfig, d:Dist, model:nn.Module=None, model_name:str=None, train_set=None, val_set=None, test_set=None) -> Run:
+    "The `Run` of `cfg`: model and splits (built from `cfg` unless given), optimiser, log; resumed with `cfg.resume`; `config.json` saved."
+    if model is None:
+        spec = model_spec(cfg.model)
+        if not spec.trainable: raise ValueError(f'--model {cfg.model} is a training-free baseline; score it with '
+                                                f'`python -m semcorr_nb.evaluate --baseline {cfg.model}`')
+        model, model_name = build_model(cfg.model, cfg.ablation or None, **cfg.model_args), cfg.model
+    model_name = model_name or type(model).__name__
+    config = model_config(model)
+    if train_set is None: train_set = _dataset(cfg, 'trn')
+    if val_set is None: val_set = _kept(_dataset(cfg, 'val'), cfg)
+    model.to(d.device)
+    opt = make_optimizer(model, cfg.optimizer, cfg.head_lr, cfg.backbone_lr, cfg.weight_decay)
+    out = Path(cfg.out)
+    run = Run(cfg, d, model, model, model_name, config, opt, [g['lr'] for g in opt.param_groups],   # before a resumed state overwrites them
+              MetricsLog(out, enabled=d.main, tensorboard=cfg.tensorboard), torch.float32, train_set, val_set, test_set)
+    if cfg.resume and ((out/'last.pth').exists() or previous_path(out/'last.pth').exists()):
+        run.epoch, run.step_in_epoch, run.global_step, run.best, run.history, run.stats = _resume(out, model, opt, model_name, config, d, run.log)
+    elif cfg.resume and d.main: print(f'--resume: no {out/"last.pth"} yet, starting from scratch')
+    if d.main:
+        (out/'config.json').write_text(json.dumps({'train': cfg.to_dict(), 'model_name': model_name, 'model_config': config}, indent=2))
+    if d.active: run.ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == 'cuda' else None)
+    run.dtype = resolve_dtype(cfg.dtype, d.device, model)
+    if d.main: print(f'compute dtype: {dtype_name(run.dtype)} on {d.device}' + (' (--dtype auto)' if cfg.dtype == 'auto' else ''))
+    return run
+
+# %% ../nbs/17_train.ipynb #9f49dbda
+@patch
+def step(self:Run, batch:dict, epoch:int, i:int) -> dict:
+    "One optimisation step (the `i`-th of `epoch`, 0-based) at the scheduled learning rates, counted and logged; `train_step`'s result."
+    cfg = self.cfg
+    for g, lr in zip(self.opt.param_groups, self.base_lrs): g['lr'] = lr * lr_factor(cfg, epoch, self.global_step)
+    try: r = train_step(self.ddp, to_device(batch, self.d.device), self.opt, self.dtype, cfg.grad_clip)
+    except NonFiniteLoss as e:
+        last = self.out/'last.pth'
+        saved = (f'the last good checkpoint is {last}; resume with --resume once fixed' if last.exists()
+                 else 'no last good checkpoint exists yet (nothing was saved)')
+        raise NonFiniteLoss(f'{e} at epoch {epoch+1}, step {i+1} (global step {self.global_step+1}); {saved}. '
+                            f'Lower --head-lr, keep --grad-clip on, check --model-args and the data.') from None
+    self.global_step += 1; self.ran += 1
+    self.stats = dict(loss_sum=self.stats['loss_sum'] + r['loss'], n_loss=self.stats['n_loss'] + 1)
+    if self.global_step % cfg.log_every == 0:
+        self.log.log(self.global_step, loss=r['loss'], lr=self.opt.param_groups[0]['lr'], grad_norm=r['grad_norm'], **r['parts'])
+    return r
+
+# %% ../nbs/17_train.ipynb #03340c66
+@patch
+def train_epoch(self:Run, epoch:int, stop:StopRequest, stop_after_steps:int|None=None) -> tuple|None:
+    """The steps of `epoch` after those already done, a checkpoint every `cfg.ckpt_every` steps and on a stop request;
+    `(pairs seen, start time)`, or None once this process ran `stop_after_steps` steps (as a kill would end it)."""
+    cfg, d = self.cfg, self.d
+    self.ddp.train()
+    if hasattr(unwrap(self.model), 'set_epoch'): unwrap(self.model).set_epoch(epoch)   # epoch-dependent loss weights (LPMFlow)
+    skip = self.step_in_epoch
+    if not skip: self.stats = dict(loss_sum=0., n_loss=0)                  # a resumed epoch goes on counting from its checkpoint
+    loader = _loader(self.train_set, cfg, d, epoch, shuffle=True, skip=skip)
+    n_steps = len(loader) + skip if not cfg.steps_per_epoch else min(cfg.steps_per_epoch, len(loader) + skip)
+    bar = tqdm(total=n_steps, initial=skip, desc=f'epoch {epoch+1}/{cfg.epochs}', disable=not (d.main and show_progress()), leave=False)
+    t0 = last_line = time.time(); seen = 0
+    try:
+        for i, batch in enumerate(loader, start=skip):
+            if i >= n_steps: break
+            r = self.step(batch, epoch, i)
+            seen += batch['src_img'].shape[0] * d.world
+            bar.update(1); bar.set_postfix(loss=f"{r['loss']:.4f}", pairs_s=f'{seen / max(time.time()-t0, 1e-9):.1f}')
+            if bar.disable and d.main and time.time() - last_line >= 60:     # a log file: one line a minute instead of a bar
+                print(f"epoch {epoch+1}/{cfg.epochs}, step {i+1}/{n_steps}: loss {r['loss']:.4f}, "
+                      f"{seen / max(time.time()-t0, 1e-9):.1f} pairs/s", flush=True); last_line = time.time()
+            done_epoch = i + 1 == n_steps
+            stopping = stop.requested(d) and not done_epoch
+            if d.main and ((cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0 and not done_epoch) or stopping):
+                atomic_save(self.checkpoint(epoch, i + 1, self.stats), self.out/'last.pth', keep_previous=True)
+            if stopping:
+                raise TrainingInterrupted(f'stopped at epoch {epoch + 1}, step {i + 1} of {n_steps} ({self.global_step} steps done); '
+                                          f'checkpoint {self.out/"last.pth"}. Continue with the same command and --resume.')
+            if stop_after_steps is not None and self.ran >= stop_after_steps: return None
+    finally: bar.close()
+    return seen, t0
+
+# %% ../nbs/17_train.ipynb #dab5da53
+@patch
+def end_epoch(self:Run, epoch:int, seen:int, t0:float) -> dict:
+    "Score the val split, log the epoch, write `last.pth` (and `best.pth` when the val score improved); the epoch's row of the history."
+    cfg, d = self.cfg, self.d
+    val = val_score(self.score(self.val_set, 'val'), cfg.select_alpha)
+    row = dict(epoch=epoch + 1, global_step=self.global_step, train_loss=self.stats['loss_sum'] / max(self.stats['n_loss'], 1), val_pck=val,
+               pairs_per_s=seen / max(time.time() - t0, 1e-9))
+    self.history.append(row)
+    self.log.log(self.global_step, train_loss=row['train_loss'], val_pck=val, epoch=epoch + 1)
+    improved = val > self.best
+    self.best = max(self.best, val)
+    self.epoch, self.step_in_epoch = epoch + 1, 0
+    if d.main:
+        ck = self.checkpoint(epoch + 1, 0)
+        atomic_save(ck, self.out/'last.pth', keep_previous=True)
+        if improved: atomic_save(ck, self.out/'best.pth')
+        print(f"epoch {epoch+1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val PCK@{cfg.select_alpha} {val:.1f}"
+              f"{' (best)' if improved else ''}, {row['pairs_per_s']:.1f} pairs/s")
+    return row
+
+# %% ../nbs/17_train.ipynb #2ced718b
+@patch
+def picture(self:Run, name:str='matches.png') -> str|None:
+    "Save `learn.show_matches` of the model on the first test pairs as `out/name`; its path (None, with a note, if it failed)."
+    try:
+        fig = show_matches(self.model, self.test_set, device=self.d.device, dtype=self.dtype)
+        fig.savefig(self.out/name)
+        import matplotlib.pyplot as plt; plt.close(fig)
+        return str(self.out/name)
+    except Exception as e: print(f'(no picture: {type(e).__name__}: {e})')
+
+@patch
+def finish(self:Run) -> dict:
+    "The run's summary; with `cfg.test_after`, the best checkpoint's PCK on the test split, saved with (`cfg.picture`) a picture."
+    cfg, d, out = self.cfg, self.d, self.out
+    self.log.close()
+    summary = dict(history=self.history, best_val_pck=self.best, global_step=self.global_step, out=str(out), dtype=dtype_name(self.dtype))
+    if not cfg.test_after: return summary
+    if self.test_set is None: self.test_set = _kept(_dataset(cfg, 'test'), cfg)
+    if d.active: dist.barrier()          # every rank waits until rank 0 has written best.pth
+    if (out/'best.pth').exists():
+        unwrap(self.model).load_state_dict(load_checkpoint(out/'best.pth', map_location=d.device)['model'])
+    meter = self.score(self.test_set, 'test')
+    summary['test'] = meter.summary()
+    if d.main:
+        print(f'\nTest split, best checkpoint ({out/"best.pth"}):'); print(meter.table())
+        meter.to_json(out/'test_pck.json')
+        (out/'summary.json').write_text(json.dumps(summary, indent=2, default=float))
+        if cfg.picture and (p := self.picture()): summary['picture'] = p
+    return summary
+
+# %% ../nbs/17_train.ipynb #0dd27d19
 def fit(cfg:TrainConfig, model:nn.Module=None, model_name:str=None, train_set=None, val_set=None, test_set=None,
         stop_after_steps:int=None) -> dict:
     """Train `cfg` (building model and datasets from it unless given); returns a summary dict.
     `stop_after_steps` ends the process-local run early, as a kill would (used by tests)."""
     d = setup_distributed(cfg.device)
-    out = Path(cfg.out)
-    if d.main: prepare_run(out, cfg.resume)
+    if d.main: prepare_run(cfg.out, cfg.resume)
     stop, threads = StopRequest(), torch.get_num_threads()
     if d.device.type == 'cpu' and cfg.num_workers and not os.environ.get('OMP_NUM_THREADS'):
         torch.set_num_threads(cpu_threads(cfg.num_workers, d.world))      # leave the loader workers their cores
     try:
         seed_everything(cfg.seed + d.rank)
-        if model is None:
-            spec = model_spec(cfg.model)
-            if not spec.trainable: raise ValueError(f'--model {cfg.model} is a training-free baseline; score it with '
-                                                    f'`python -m semcorr_nb.evaluate --baseline {cfg.model}`')
-            model, model_name = build_model(cfg.model, cfg.ablation or None, **cfg.model_args), cfg.model
-        model_name = model_name or type(model).__name__
-        config = model_config(model)
-        if train_set is None: train_set = _dataset(cfg, 'trn')
-        if val_set is None: val_set = _kept(_dataset(cfg, 'val'), cfg)
-        model.to(d.device)
-        opt = make_optimizer(model, cfg.optimizer, cfg.head_lr, cfg.backbone_lr, cfg.weight_decay)
-        base_lrs = [g['lr'] for g in opt.param_groups]   # before a resumed state overwrites them with scheduled values
-        start_epoch, start_step, global_step, best, history, stats = 0, 0, 0, -1.0, [], dict(loss_sum=0., n_loss=0)
-        log = MetricsLog(out, enabled=d.main, tensorboard=cfg.tensorboard)
-        if cfg.resume and ((out/'last.pth').exists() or previous_path(out/'last.pth').exists()):
-            start_epoch, start_step, global_step, best, history, stats = _resume(out, model, opt, model_name, config, d, log)
-        elif cfg.resume and d.main: print(f'--resume: no {out/"last.pth"} yet, starting from scratch')
-        if d.main:
-            (out/'config.json').write_text(json.dumps({'train': cfg.to_dict(), 'model_name': model_name, 'model_config': config}, indent=2))
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == 'cuda' else None) if d.active else model
-        dtype = resolve_dtype(cfg.dtype, d.device, model)
-        if d.main: print(f'compute dtype: {dtype_name(dtype)} on {d.device}' + (' (--dtype auto)' if cfg.dtype == 'auto' else ''))
-        bench = pck_benchmark(val_set)
-        score = lambda ds, desc: model_pck(ddp, _loader(ds, cfg, d), cfg.eval_alphas, benchmark=bench, device=d.device, dtype=dtype,
-                                           gather=lambda pairs: all_gather_objects(pairs, d), progress=d.main, desc=desc)
-        ran = 0
+        run = start_run(cfg, d, model, model_name, train_set, val_set, test_set)
         stop.__enter__()
-        for epoch in range(start_epoch, cfg.epochs):
-            ddp.train()
-            if hasattr(unwrap(model), 'set_epoch'): unwrap(model).set_epoch(epoch)   # epoch-dependent loss weights (LPMFlow)
-            skip = start_step if epoch == start_epoch else 0
-            loader = _loader(train_set, cfg, d, epoch, shuffle=True, skip=skip)
-            n_steps = len(loader) + skip if not cfg.steps_per_epoch else min(cfg.steps_per_epoch, len(loader) + skip)
-            bar = tqdm(total=n_steps, initial=skip, desc=f'epoch {epoch+1}/{cfg.epochs}', disable=not (d.main and show_progress()), leave=False)
-            t0, seen = time.time(), 0
-            last_line = t0
-            loss_sum, n_loss = (stats['loss_sum'], stats['n_loss']) if epoch == start_epoch and skip else (0.0, 0)
-            for i, batch in enumerate(loader, start=skip):
-                if i >= n_steps: break
-                for g, lr in zip(opt.param_groups, base_lrs): g['lr'] = lr * lr_factor(cfg, epoch, global_step)
-                try: r = train_step(ddp, to_device(batch, d.device), opt, dtype, cfg.grad_clip)
-                except NonFiniteLoss as e:
-                    saved = (f'the last good checkpoint is {out/"last.pth"}; resume with --resume once fixed'
-                             if (out/'last.pth').exists() else 'no last good checkpoint exists yet (nothing was saved)')
-                    raise NonFiniteLoss(f'{e} at epoch {epoch+1}, step {i+1} (global step {global_step+1}); {saved}. '
-                                        f'Lower --head-lr, keep --grad-clip on, check --model-args and the data.') from None
-                global_step += 1; ran += 1
-                seen += batch['src_img'].shape[0] * d.world; loss_sum += r['loss']; n_loss += 1
-                bar.update(1); bar.set_postfix(loss=f"{r['loss']:.4f}", pairs_s=f'{seen / max(time.time()-t0, 1e-9):.1f}')
-                if bar.disable and d.main and time.time() - last_line >= 60:     # a log file: one line a minute instead of a bar
-                    print(f"epoch {epoch+1}/{cfg.epochs}, step {i+1}/{n_steps}: loss {r['loss']:.4f}, "
-                          f"{seen / max(time.time()-t0, 1e-9):.1f} pairs/s", flush=True); last_line = time.time()
-                if global_step % cfg.log_every == 0:
-                    log.log(global_step, loss=r['loss'], lr=opt.param_groups[0]['lr'], grad_norm=r['grad_norm'], **r['parts'])
-                done_epoch = i + 1 == n_steps
-                stats = dict(loss_sum=loss_sum, n_loss=n_loss)
-                stopping = stop.requested(d) and not done_epoch
-                if d.main and ((cfg.ckpt_every and global_step % cfg.ckpt_every == 0 and not done_epoch) or stopping):
-                    atomic_save(_checkpoint(model, opt, cfg, model_name, config, epoch, i + 1, global_step, best, history, stats),
-                                out/'last.pth', keep_previous=True)
-                if stopping:
-                    bar.close()
-                    raise TrainingInterrupted(f'stopped at epoch {epoch + 1}, step {i + 1} of {n_steps} ({global_step} steps done); '
-                                              f'checkpoint {out/"last.pth"}. Continue with the same command and --resume.')
-                if stop_after_steps is not None and ran >= stop_after_steps:
-                    bar.close(); return dict(stopped_early=True, global_step=global_step)
-            bar.close()
-            # end of epoch: validate, pick best by val PCK, write last (and best)
-            val = val_score(score(val_set, 'val'), cfg.select_alpha)
-            row = dict(epoch=epoch + 1, global_step=global_step, train_loss=loss_sum / max(n_loss, 1), val_pck=val,
-                       pairs_per_s=seen / max(time.time() - t0, 1e-9))
-            history.append(row)
-            log.log(global_step, train_loss=row['train_loss'], val_pck=val, epoch=epoch + 1)
-            improved = val > best
-            best = max(best, val)
-            if d.main:
-                ck = _checkpoint(model, opt, cfg, model_name, config, epoch + 1, 0, global_step, best, history)
-                atomic_save(ck, out/'last.pth', keep_previous=True)
-                if improved: atomic_save(ck, out/'best.pth')
-                print(f"epoch {epoch+1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val PCK@{cfg.select_alpha} {val:.1f}"
-                      f"{' (best)' if improved else ''}, {row['pairs_per_s']:.1f} pairs/s")
+        for epoch in range(run.epoch, cfg.epochs):
+            trained = run.train_epoch(epoch, stop, stop_after_steps)
+            if trained is None: return dict(stopped_early=True, global_step=run.global_step)
+            run.end_epoch(epoch, *trained)
             if stop.requested(d):
-                raise TrainingInterrupted(f'stopped after epoch {epoch + 1} ({global_step} steps done); checkpoint {out/"last.pth"}. '
-                                          'Continue with the same command and --resume.')
-        log.close()
-        summary = dict(history=history, best_val_pck=best, global_step=global_step, out=str(out), dtype=dtype_name(dtype))
-        if cfg.test_after:
-            if test_set is None: test_set = _kept(_dataset(cfg, 'test'), cfg)
-            if d.active: dist.barrier()          # every rank waits until rank 0 has written best.pth
-            if (out/'best.pth').exists():
-                unwrap(model).load_state_dict(load_checkpoint(out/'best.pth', map_location=d.device)['model'])
-            meter = score(test_set, 'test')
-            summary['test'] = meter.summary()
-            if d.main:
-                print(f'\nTest split, best checkpoint ({out/"best.pth"}):'); print(meter.table())
-                meter.to_json(out/'test_pck.json')
-                (out/'summary.json').write_text(json.dumps(summary, indent=2, default=float))
-                if cfg.picture:
-                    try:
-                        fig = show_matches(model, test_set, device=d.device, dtype=dtype)
-                        fig.savefig(out/'matches.png'); summary['picture'] = str(out/'matches.png')
-                        import matplotlib.pyplot as plt; plt.close(fig)
-                    except Exception as e: print(f'(no picture: {type(e).__name__}: {e})')
-        return summary
+                raise TrainingInterrupted(f'stopped after epoch {epoch + 1} ({run.global_step} steps done); checkpoint '
+                                          f'{run.out/"last.pth"}. Continue with the same command and --resume.')
+        return run.finish()
     finally:
         stop.__exit__(); torch.set_num_threads(threads)
         cleanup_distributed(d)
