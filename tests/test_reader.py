@@ -21,14 +21,6 @@ import refresh_outputs
 
 NBS = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))   # nbdev skips _*.ipynb
 
-# Notebooks another change brings in line (issue 16): a check skips them by name. Remove a name once
-# its notebook passes.
-PENDING_OUTPUTS = set()
-PENDING_GPU = set()
-PENDING_TEXT = set()
-PENDING_IDIOM = set()
-PENDING_DOCS = set()
-
 def cells(path, kind='code'):
     return [c for c in json.loads(Path(path).read_text())['cells'] if c['cell_type'] == kind]
 
@@ -48,7 +40,6 @@ def test_stored_outputs_within_budget():
 def test_stored_outputs_are_what_a_reader_should_see():
     bad = []
     for p in NBS + [ROOT/'index.ipynb']:
-        if p.stem in PENDING_OUTPUTS: continue
         for c in cells(p):
             for o in c.get('outputs', []):
                 if o['output_type'] == 'error': bad.append(f'{p.name}: an error output')
@@ -84,12 +75,12 @@ def test_refresh_outputs_keeps_what_a_reader_should_see(tmp_path):
 
 def test_text_points_at_nothing_the_reader_lacks():
     "`specs/` is not in the repository: cite the paper or the official code instead."
-    bad = [p.name for p in NBS if p.stem not in PENDING_TEXT and re.search(r"specs/|\bthe spec\b|\bspec §|spec's|\bpitfall \d", p.read_text())]
+    bad = [p.name for p in NBS if re.search(r"specs/|\bthe spec\b|\bspec §|spec's|\bpitfall \d", p.read_text())]
     assert not bad, f'`specs/` or "the spec" referenced in {bad}'
 
 def test_plot_cells_are_not_hidden():
     "`#| hide` hides a cell's output from the docs too; a plot cell hides only its code (`#| echo: false`)."
-    bad = [f'{p.name}: {src(c).splitlines()[1][:60]!r}' for p in NBS if p.stem not in PENDING_TEXT for c in cells(p)
+    bad = [f'{p.name}: {src(c).splitlines()[1][:60]!r}' for p in NBS for c in cells(p)
            if 'hide' in directives(src(c)) and re.search(r'plt\.|\.imshow\(|\bshow_\w+\(', src(c))]
     assert not bad, 'plot cells marked `#| hide` (use `#| echo: false`):\n' + '\n'.join(bad)
 
@@ -106,7 +97,6 @@ def test_one_test_idiom():
     "fastcore.test throughout; a method added to a class after its definition is `@patch`ed, not assigned."
     bad = []
     for p in NBS:
-        if p.stem in PENDING_IDIOM: continue
         for c in cells(p):
             s = src(c)
             if PATCHED.search(s): bad.append(f'{p.name}: a method assigned by hand, use @patch: {PATCHED.search(s)[0][:60]!r}')
@@ -131,7 +121,6 @@ def test_gpu_cells_skip_themselves_without_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     bad, n = [], 0
     for p in NBS:
-        if p.stem in PENDING_GPU: continue
         code = cells(p)
         for i, c in enumerate(code):
             s = src(c)
@@ -199,7 +188,7 @@ for p in sys.argv[1:]:
     mixed = [str(x.message).split('---')[1].strip()[:80] for x in w if 'imports and other code' in str(x.message)]
     res[p] = dict(err=err, mixed=mixed)
 print(json.dumps(res))"""
-    nbs = [p for p in NBS + [ROOT/'index.ipynb'] if p.stem not in PENDING_DOCS]
+    nbs = NBS + [ROOT/'index.ipynb']
     r = run([PY, '-c', code] + [str(p) for p in nbs], env={'IN_TEST': '1', 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}, timeout=600)
     res = json.loads(r.stdout.strip().splitlines()[-1])
     errors = [f'{Path(p).name}: {v["err"]}' for p, v in res.items() if v['err']]
