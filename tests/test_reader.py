@@ -110,6 +110,15 @@ def test_patched_methods_are_where_readers_look():
         assert getattr(PCKMeter, m).__qualname__ == f'PCKMeter.{m}', m
     assert repr(PCKMeter(alphas=0.1)).startswith('PCK')
 
+def test_exported_cells_are_steps_a_reader_can_follow():
+    "Long exported cells were split into steps each followed by a test (`fit` was one 190-line cell)."
+    sizes = {(p.name, src(c).splitlines()[1][:50]): len(src(c).splitlines()) for p in NBS for c in cells(p) if exported(src(c))}
+    long = {k: n for k, n in sizes.items() if n > 70}
+    assert not long, f'exported cells over 70 lines; split them into steps, each followed by a test: {long}'
+    n = sorted(sizes.values())
+    assert n[len(n) // 2] <= 25, f'median exported cell {n[len(n) // 2]} lines'
+    assert sum(v > 40 for v in n) <= 25, 'more exported cells over 40 lines than when they were split'
+
 # --- 5. Run All without a GPU -----------------------------------------------------------------------
 
 def test_gpu_cells_skip_themselves_without_a_gpu(monkeypatch):
