@@ -291,7 +291,7 @@ def input_size(name:str) -> int:
     return int(model_spec(name).recipe_for(ALIASES.get(name, name)).get('img_size', 256))
 
 # %% ../../nbs/06b_models.ipynb #9f2863cb
-register(ModelSpec('zero', ZeroFlow, ZeroFlowConfig, presets={'zero': {}}, recipe=dict(img_size=64), trainable=False,
+_ = register(ModelSpec('zero', ZeroFlow, ZeroFlowConfig, presets={'zero': {}}, recipe=dict(img_size=64), trainable=False,
                    doc='each keypoint stays at its normalised source position (the floor)'))
 
 # %% ../../nbs/06b_models.ipynb #a9241d65

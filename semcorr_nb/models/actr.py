@@ -239,7 +239,7 @@ def official_actr_config(sd:dict, # an official ACTR state dict
     return dict(conventions='official', pretrained=False, checkpoint=None, depth=depth)
 
 # %% ../../nbs/13_actr.ipynb #09652419
-register(ModelSpec(
+_ = register(ModelSpec(
     'actr', ACTR, ACTRConfig, presets=PRESETS, ablations=ABLATIONS, recipe=RECIPE,
     recipes={'actr-h': dict(img_size=512), 'actr-tiny': TINY_RECIPE},
     stages={'aligner': 'aggregation', 'refiner': 'flow refinement'},

@@ -68,5 +68,5 @@ class NearestNeighbours(Matcher):
 
 # %% ../../nbs/06d_baselines.ipynb #7e6879f7
 _NN_PRESETS = {f'nn-{b}{t}': dict(backbone=b, tiny=bool(t)) for b in NN_ARCHS for t in ('', '-tiny')}
-register(ModelSpec('nn', NearestNeighbours, NearestNeighboursConfig, presets=_NN_PRESETS, recipe=dict(img_size=224),
+_ = register(ModelSpec('nn', NearestNeighbours, NearestNeighboursConfig, presets=_NN_PRESETS, recipe=dict(img_size=224),
                    trainable=False, doc="nearest neighbours of a frozen ViT's patch features ('-tiny': random tiny weights)"))

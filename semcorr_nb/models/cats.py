@@ -301,7 +301,7 @@ def official_cats_config(sd:dict, # an official CATs state dict
     return cfg
 
 # %% ../../nbs/09_cats.ipynb #ada27d6f
-register(ModelSpec(
+_ = register(ModelSpec(
     'cats', CATs, CATsConfig, presets=CATS_PRESETS, ablations=CATS_ABLATIONS,
     recipe=dict(optimizer='adamw', head_lr=3e-5, backbone_lr=3e-6, weight_decay=0.05, scheduler='step',
                 milestones=[70, 80, 90], gamma=0.5, epochs=100, batch_size=32, img_size=256),

@@ -352,7 +352,7 @@ def official_lpmflow_config(sd:dict, # an official LPMFlow state dict
     return dict(conventions='official', official_src_skip=True, pretrained=False, checkpoint=None, tower_depth=depth or 6)
 
 # %% ../../nbs/16_lpmflow.ipynb #a8155e1b
-register(ModelSpec(
+_ = register(ModelSpec(
     'lpmflow', LPMFlow, LPMFlowConfig, presets=PRESETS, ablations=ABLATIONS, recipe=RECIPE,
     recipes={'lpmflow-tiny': TINY_RECIPE},
     stages={'tower': 'aggregation', 'pyramid': 'flow refinement', 'integration': 'flow refinement'},

@@ -50,7 +50,7 @@ class TinyMatcher(Matcher):
         return ce, {'ce': ce.detach(), 'epe': epe}
 
 # %% ../../nbs/06c_tiny.ipynb #283f8df2
-register(ModelSpec(
+_ = register(ModelSpec(
     'tiny-matcher', TinyMatcher, TinyMatcherConfig, presets={'tiny-matcher': {}},
     recipe=dict(img_size=64, augment=False, epochs=16, batch_size=16, optimizer='adamw', head_lr=2e-3, backbone_lr=2e-3,
                 weight_decay=1e-4, scheduler='cosine', min_lr=1e-5, train_pairs=2000, val_pairs=200, test_pairs=500),

@@ -334,7 +334,7 @@ def official_tfm_config(sd:dict, # an official TransforMatcher state dict
                 depth=depth or 6)
 
 # %% ../../nbs/10_transformatcher.ipynb #e1a615dc
-register(ModelSpec(
+_ = register(ModelSpec(
     'transformatcher', TransforMatcher, TransforMatcherConfig, presets=TFM_PRESETS, ablations=TFM_ABLATIONS,
     recipe=dict(optimizer='adam', head_lr=1e-3, backbone_lr=1e-5, weight_decay=0.0, scheduler='constant',
                 epochs=10, batch_size=16, img_size=240),
