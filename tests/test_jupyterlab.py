@@ -47,26 +47,46 @@ class Server:
         try: self.proc.wait(20)
         except subprocess.TimeoutExpired: self.proc.kill()
 
+def _message(msg_type:str, content:dict) -> tuple:
+    msg_id = uuid.uuid4().hex
+    return msg_id, json.dumps({'header': {'msg_id': msg_id, 'msg_type': msg_type, 'username': 'test', 'session': uuid.uuid4().hex,
+                                          'version': '5.3', 'date': ''}, 'parent_header': {}, 'metadata': {}, 'channel': 'shell',
+                               'content': content})
+
+def _wait_ready(ws, deadline:float):
+    "Ask for `kernel_info` every 2 s until the kernel answers, as JupyterLab does on connecting (a request sent to a kernel still starting can be lost)."
+    import websocket
+    while time.monotonic() < deadline:
+        asked, text = _message('kernel_info_request', {})
+        ws.send(text); ws.settimeout(2)
+        end = time.monotonic() + 2
+        try:
+            while time.monotonic() < end:
+                m = json.loads(ws.recv())
+                if m['msg_type'] == 'kernel_info_reply' and m.get('parent_header', {}).get('msg_id') == asked: return
+        except websocket.WebSocketTimeoutException: pass
+    raise AssertionError('the kernel did not answer kernel_info')
+
 def run_in_kernel(server:Server, kernel_id:str, code:str, timeout=120) -> dict:
-    "Execute `code` in a kernel through the server's websocket; the reply and the text it printed."
+    "Execute `code` in a kernel through the server's websocket, once the kernel answers; the reply and the text it printed."
     import threading, websocket
     ws = websocket.create_connection(f'ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?token={server.token}', timeout=timeout)
     timer = threading.Timer(timeout, ws.close); timer.start()      # the server's pings would keep a blocked recv alive
     try:
-        msg_id = uuid.uuid4().hex
-        ws.send(json.dumps({'header': {'msg_id': msg_id, 'msg_type': 'execute_request', 'username': 'test', 'session': uuid.uuid4().hex,
-                                       'version': '5.3', 'date': ''}, 'parent_header': {}, 'metadata': {}, 'channel': 'shell',
-                            'content': {'code': code, 'silent': False, 'store_history': True, 'user_expressions': {},
-                                        'allow_stdin': False, 'stop_on_error': True}}))
-        reply, printed = None, []
-        while True:
+        _wait_ready(ws, time.monotonic() + timeout / 2)
+        ws.settimeout(timeout)
+        msg_id, text = _message('execute_request', {'code': code, 'silent': False, 'store_history': True, 'user_expressions': {},
+                                                    'allow_stdin': False, 'stop_on_error': True})
+        ws.send(text)
+        reply, idle, printed = None, False, []
+        while reply is None or not idle:             # the reply (shell) and the idle status (iopub) come in either order
             try: m = json.loads(ws.recv())
             except Exception as e: return {'status': reply and reply['status'], 'text': ''.join(printed) + f'\n(no reply within {timeout} s: {e!r})'}
             if m.get('parent_header', {}).get('msg_id') != msg_id: continue
             if m['msg_type'] == 'stream': printed.append(m['content']['text'])
             if m['msg_type'] == 'error': printed.append('\n'.join(m['content']['traceback']))
             if m['msg_type'] == 'execute_reply': reply = m['content']
-            if reply is not None and m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': break
+            if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': idle = True
         return {'status': reply['status'], 'text': ''.join(printed)}
     finally: timer.cancel(); ws.close()
 
